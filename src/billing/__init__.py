@@ -1,0 +1,1 @@
+"""Billing: subscription billing service of the online cinema."""

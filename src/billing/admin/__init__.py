@@ -1,0 +1,1 @@
+"""Admin panel, admin accounts and the audit log."""

@@ -1,0 +1,48 @@
+"""The FastAPI application: routers, error handlers, metrics, lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from billing import health
+from billing.clock import Clock, SystemClock
+from billing.config import Settings
+from billing.db import create_engine, session_factory
+from billing.errors import install_error_handlers
+from billing.metrics import MetricsMiddleware, metrics_endpoint
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
+    """The whole service on one app; ``settings.database_url`` must name a running server."""
+    if settings.database_url is None:
+        raise ValueError("create_app needs a database URL (the CLI starts the embedded one)")
+    database_url = settings.database_url
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(database_url)
+        app.state.engine = engine
+        app.state.sessions = session_factory(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Billing",
+        summary="Subscription billing of the online cinema",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.clock = clock or SystemClock()
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.include_router(health.router)
+    return app

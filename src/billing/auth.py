@@ -1,0 +1,110 @@
+"""JWT authentication of viewers and services (tokens are issued by the Auth service)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from billing.config import Settings
+from billing.errors import Problem
+
+ADMIN_ROLES = frozenset({"admin", "marketing"})
+SERVICE_ROLE = "service"
+
+_bearer = HTTPBearer(auto_error=False, description="JWT issued by the Auth service")
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    roles: frozenset[str]
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        """The viewer's id; a token whose ``sub`` is not a user UUID cannot act as a viewer."""
+        try:
+            return uuid.UUID(self.subject)
+        except ValueError:
+            raise Problem(401, "unauthorized", "token subject is not a user id") from None
+
+
+def issue_token(
+    settings: Settings,
+    subject: str,
+    roles: list[str] | tuple[str, ...] = (),
+    ttl: timedelta = timedelta(hours=12),
+    now: datetime | None = None,
+) -> str:
+    """A token signed with the configured HS256 secret (``billing token``, tests)."""
+    issued = now or datetime.now(UTC)
+    claims: dict[str, Any] = {
+        "sub": subject,
+        "roles": list(roles),
+        "iat": issued,
+        "exp": issued + ttl,
+    }
+    return jwt.encode(claims, settings.jwt_signing_secret, algorithm="HS256")
+
+
+def decode_token(settings: Settings, token: str) -> Principal:
+    try:
+        claims = jwt.decode(
+            token,
+            settings.jwt_verification_key,
+            # Only the configured algorithm: "none" and algorithm confusion are refused.
+            algorithms=[settings.jwt_algorithm],
+            options={"require": ["exp", "sub"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise Problem(401, "unauthorized", "token expired") from None
+    except jwt.InvalidTokenError as error:
+        raise Problem(401, "unauthorized", f"invalid token: {error}") from None
+    roles = claims.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+        raise Problem(401, "unauthorized", "invalid token: roles must be a list of names")
+    subject = claims["sub"]
+    if not isinstance(subject, str) or not subject:
+        raise Problem(401, "unauthorized", "invalid token: sub must be a string")
+    return Principal(subject=subject, roles=frozenset(roles))
+
+
+async def current_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Problem(401, "unauthorized", "a Bearer token is required")
+    settings: Settings = request.app.state.settings
+    return decode_token(settings, credentials.credentials)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def current_viewer(principal: CurrentPrincipal) -> uuid.UUID:
+    return principal.user_id
+
+
+ViewerId = Annotated[uuid.UUID, Depends(current_viewer)]
+
+
+def require_roles(*allowed: str) -> Any:
+    """A dependency that admits a token holding any of ``allowed`` roles."""
+    wanted = frozenset(allowed)
+
+    async def check(principal: CurrentPrincipal) -> Principal:
+        if not principal.roles & wanted:
+            raise Problem(403, "forbidden", f"needs one of the roles: {', '.join(sorted(wanted))}")
+        return principal
+
+    return Depends(check)
+
+
+AdminPrincipal = Annotated[Principal, require_roles(*ADMIN_ROLES)]
+ServicePrincipal = Annotated[Principal, require_roles(SERVICE_ROLE)]

@@ -1,0 +1,156 @@
+"""The ``billing`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from billing.config import Settings, describe_error
+from billing.db import EmbeddedPostgres, create_engine, session_factory, transaction
+from billing.models import AdminRole
+
+app = typer.Typer(help="Subscription billing of the online cinema.", no_args_is_help=True)
+admin_app = typer.Typer(help="Admin-panel accounts.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+
+log = logging.getLogger("billing")
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a bad one stops here with one line naming it."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        typer.echo(f"configuration error: {describe_error(error)}", err=True)
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[Settings]:
+    """The settings with a database URL: the configured server, or the embedded one
+    (started for the duration of the block and stopped cleanly after it)."""
+    if not settings.uses_embedded_database:
+        yield settings
+        return
+    embedded = EmbeddedPostgres(settings.data_dir)
+    url = embedded.start()
+    try:
+        yield settings.model_copy(update={"database_url": url})
+    finally:
+        embedded.stop()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the API, the admin panel and the sandbox (migrating an embedded database first)."""
+    import uvicorn
+
+    from billing.app import create_app
+    from billing.migrations import upgrade
+
+    _setup_logging()
+    settings = load_settings()
+    with database(settings) as ready:
+        assert ready.database_url is not None
+        if settings.uses_embedded_database:
+            upgrade(ready.database_url)
+        # uvicorn drains requests on SIGINT/SIGTERM and then raises the signal again; turning
+        # SIGTERM into SystemExit lets the embedded database be stopped on the way out.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        uvicorn.run(create_app(ready), host=host, port=port, log_level="info")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations."""
+    from billing.migrations import upgrade
+
+    _setup_logging()
+    settings = load_settings()
+    with database(settings) as ready:
+        assert ready.database_url is not None
+        upgrade(ready.database_url)
+    typer.echo("database is up to date")
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Option(help="The token's subject: a user UUID.")],
+    role: Annotated[list[str] | None, typer.Option(help="A role to include (repeatable).")] = None,
+    hours: Annotated[int, typer.Option(min=1, help="Lifetime in hours.")] = 12,
+) -> None:
+    """Print a development JWT signed with the configured secret."""
+    from billing.auth import issue_token
+
+    settings = load_settings()
+    try:
+        uuid.UUID(user)
+    except ValueError:
+        typer.echo("--user must be a UUID", err=True)
+        raise typer.Exit(2) from None
+    if settings.jwt_algorithm != "HS256":
+        typer.echo(
+            "billing token signs with the HS256 secret; RS256 tokens come from Auth", err=True
+        )
+        raise typer.Exit(2)
+    typer.echo(issue_token(settings, user, role or [], ttl=timedelta(hours=hours)))
+
+
+@admin_app.command("create")
+def admin_create(
+    username: Annotated[str, typer.Option(help="Login name.")],
+    role: Annotated[AdminRole, typer.Option(help="admin or marketing.")],
+) -> None:
+    """Create an admin-panel account (password asked, or read from stdin when piped)."""
+    from billing.admin.service import create_admin_user
+    from billing.errors import Problem
+
+    if sys.stdin.isatty():
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    settings = load_settings()
+
+    async def create(url: str) -> None:
+        engine = create_engine(url)
+        try:
+            async with transaction(session_factory(engine)) as session:
+                await create_admin_user(session, username, password, role)
+        finally:
+            await engine.dispose()
+
+    with database(settings) as ready:
+        assert ready.database_url is not None
+        try:
+            asyncio.run(create(ready.database_url))
+        except Problem as problem:
+            typer.echo(f"{problem.code}: {problem.detail}", err=True)
+            raise typer.Exit(1) from None
+    typer.echo(f"admin user {username!r} ({role.value}) created")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,51 @@
+"""SQLAlchemy models: the whole schema of the product (created only through migrations)."""
+
+from billing.models.base import Base
+from billing.models.catalog import Tariff, TariffPrice
+from billing.models.checkout import (
+    DiscountSource,
+    Invoice,
+    InvoiceStatus,
+    Payment,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+)
+from billing.models.operations import AdminRole, AdminUser, AuditEntry, IdempotencyKey
+from billing.models.outbox import OutboxEvent, OutboxStatus
+from billing.models.pricing import (
+    DurationDiscount,
+    PromoCode,
+    PromoRedemption,
+    RedemptionStatus,
+    UserDiscount,
+    promo_code_tariffs,
+)
+from billing.models.subscriptions import Subscription, SubscriptionStatus
+
+__all__ = [
+    "AdminRole",
+    "AdminUser",
+    "AuditEntry",
+    "Base",
+    "DiscountSource",
+    "DurationDiscount",
+    "IdempotencyKey",
+    "Invoice",
+    "InvoiceStatus",
+    "OutboxEvent",
+    "OutboxStatus",
+    "Payment",
+    "PaymentStatus",
+    "PromoCode",
+    "PromoRedemption",
+    "RedemptionStatus",
+    "Refund",
+    "RefundStatus",
+    "Subscription",
+    "SubscriptionStatus",
+    "Tariff",
+    "TariffPrice",
+    "UserDiscount",
+    "promo_code_tariffs",
+]

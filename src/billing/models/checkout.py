@@ -1,0 +1,176 @@
+"""Invoices, payments at a provider, and refunds."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from billing.models.base import (
+    Base,
+    Currency,
+    Json,
+    Money,
+    Percent,
+    Timestamp,
+    created_at,
+    non_negative,
+    one_of,
+    updated_at,
+    uuid_pk,
+)
+
+
+class InvoiceStatus(StrEnum):
+    OPEN = "open"
+    PAID = "paid"
+    EXPIRED = "expired"
+    CANCELED = "canceled"
+    REFUNDED = "refunded"
+
+
+class DiscountSource(StrEnum):
+    NONE = "none"
+    PERSONAL = "personal"
+    DURATION = "duration"
+    PROMO = "promo"
+
+
+class Invoice(Base):
+    """What a viewer is asked to pay; the price breakdown is frozen at creation."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (
+        one_of("status", InvoiceStatus),
+        one_of("discount_source", DiscountSource),
+        CheckConstraint("months >= 1", name="months_positive"),
+        non_negative("monthly_price"),
+        non_negative("base_amount"),
+        non_negative("discount_amount"),
+        non_negative("total_amount"),
+        CheckConstraint("base_amount = monthly_price * months", name="base_is_price_times_months"),
+        CheckConstraint(
+            "total_amount = base_amount - discount_amount", name="total_is_base_less_discount"
+        ),
+        Index("ix_invoices_user_created", "user_id", "created_at"),
+        Index("ix_invoices_open_expires", "expires_at", postgresql_where=text("status = 'open'")),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    user_id: Mapped[uuid.UUID]
+    tariff_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tariffs.id"), index=True)
+    months: Mapped[int]
+    currency: Mapped[Currency]
+    monthly_price: Mapped[Money]
+    base_amount: Mapped[Money]
+    discount_source: Mapped[str] = mapped_column(String(16))
+    discount_percent: Mapped[Percent | None]
+    discount_amount: Mapped[Money]
+    total_amount: Mapped[Money]
+    # Every discount that applied, winner included: [{source, percent, amount}].
+    considered: Mapped[Json] = mapped_column(default=list)
+    promo_code_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("promo_codes.id"))
+    promo_code: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=InvoiceStatus.OPEN)
+    expires_at: Mapped[Timestamp]
+    paid_at: Mapped[Timestamp | None]
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
+
+
+class PaymentStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    CANCELED = "canceled"
+    REFUNDED = "refunded"
+
+
+class Payment(Base):
+    """One attempt to pay an invoice at a provider."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        one_of("status", PaymentStatus),
+        non_negative("amount"),
+        CheckConstraint(
+            "status <> 'succeeded' OR paid_at IS NOT NULL", name="succeeded_has_paid_at"
+        ),
+        CheckConstraint(
+            "status <> 'refunded' OR refunded_at IS NOT NULL", name="refunded_has_refunded_at"
+        ),
+        # The same provider payment can never be recorded twice.
+        Index(
+            "uq_payments_provider_payment_id",
+            "provider",
+            "provider_payment_id",
+            unique=True,
+            postgresql_where=text("provider_payment_id IS NOT NULL"),
+        ),
+        # An invoice is paid at most once.
+        Index(
+            "uq_payments_one_success_per_invoice",
+            "invoice_id",
+            unique=True,
+            postgresql_where=text("status IN ('succeeded', 'refunded')"),
+        ),
+        Index("ix_payments_user_created", "user_id", "created_at"),
+        Index(
+            "ix_payments_pending_created", "created_at", postgresql_where=text("status = 'pending'")
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    invoice_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("invoices.id"), index=True)
+    user_id: Mapped[uuid.UUID]
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_payment_id: Mapped[str | None] = mapped_column(String(255))
+    # Sent as the provider's idempotence key, so retries never create a second payment.
+    idempotence_key: Mapped[uuid.UUID] = mapped_column(default=uuid.uuid4, unique=True)
+    status: Mapped[str] = mapped_column(String(16), default=PaymentStatus.PENDING)
+    amount: Mapped[Money]
+    currency: Mapped[Currency]
+    confirmation_url: Mapped[str | None] = mapped_column(Text)
+    return_url: Mapped[str | None] = mapped_column(Text)
+    # Provider-specific facts worth keeping (e.g. Stripe's payment intent for refunds).
+    provider_data: Mapped[Json] = mapped_column(default=dict)
+    # The slice of subscription time this payment bought, so a refund can take exactly it back.
+    period_start: Mapped[Timestamp | None]
+    period_end: Mapped[Timestamp | None]
+    paid_at: Mapped[Timestamp | None]
+    refunded_at: Mapped[Timestamp | None]
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
+
+
+class RefundStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    CANCELED = "canceled"
+
+
+class Refund(Base):
+    __tablename__ = "refunds"
+    __table_args__ = (
+        one_of("status", RefundStatus),
+        non_negative("amount"),
+        Index(
+            "uq_refunds_provider_refund_id",
+            "provider_refund_id",
+            unique=True,
+            postgresql_where=text("provider_refund_id IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    # Refunds are whole: one per payment, which is also what makes a double refund impossible.
+    payment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("payments.id"), unique=True)
+    provider_refund_id: Mapped[str | None] = mapped_column(String(255))
+    idempotence_key: Mapped[uuid.UUID] = mapped_column(default=uuid.uuid4, unique=True)
+    status: Mapped[str] = mapped_column(String(16), default=RefundStatus.PENDING)
+    amount: Mapped[Money]
+    currency: Mapped[Currency]
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
