@@ -8,13 +8,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from billing import health
+from billing.admin import endpoints as admin_endpoints
+from billing.catalog import endpoints as catalog_endpoints
 from billing.clock import Clock, SystemClock
 from billing.config import Settings
 from billing.db import create_engine, session_factory
 from billing.errors import install_error_handlers
 from billing.metrics import MetricsMiddleware, metrics_endpoint
+from billing.pricing import endpoints as pricing_endpoints
 
 API_PREFIX = "/api/v1"
+ADMIN_PREFIX = "/api/v1/admin"
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
@@ -45,4 +49,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.include_router(health.router)
+    app.include_router(catalog_endpoints.router, prefix=API_PREFIX)
+    app.include_router(pricing_endpoints.router, prefix=API_PREFIX)
+    app.include_router(catalog_endpoints.admin_router, prefix=ADMIN_PREFIX)
+    app.include_router(pricing_endpoints.admin_router, prefix=ADMIN_PREFIX)
+    app.include_router(admin_endpoints.admin_router, prefix=ADMIN_PREFIX)
     return app

@@ -10,6 +10,10 @@ from __future__ import annotations
 import re
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 
+# The largest amount the API accepts anywhere: 100 million roubles in kopecks. Anything larger
+# is a typo or an attack, and refusing it keeps every sum far from overflowing a bigint.
+MAX_AMOUNT = 10_000_000_000
+
 _HUNDRED = Decimal(100)
 _CENT = Decimal("0.01")
 # ASCII digits only: ``\d`` would also accept other scripts' digits.

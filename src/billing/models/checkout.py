@@ -22,6 +22,7 @@ from billing.models.base import (
     updated_at,
     uuid_pk,
 )
+from billing.pricing.rules import DiscountSource
 
 
 class InvoiceStatus(StrEnum):
@@ -30,13 +31,6 @@ class InvoiceStatus(StrEnum):
     EXPIRED = "expired"
     CANCELED = "canceled"
     REFUNDED = "refunded"
-
-
-class DiscountSource(StrEnum):
-    NONE = "none"
-    PERSONAL = "personal"
-    DURATION = "duration"
-    PROMO = "promo"
 
 
 class Invoice(Base):

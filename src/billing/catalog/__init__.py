@@ -1,0 +1,1 @@
+"""Tariffs: the catalogue viewers buy from, its price history, role sync from Auth."""
