@@ -3,7 +3,6 @@
 from billing.models.base import Base
 from billing.models.catalog import Tariff, TariffPrice
 from billing.models.checkout import (
-    DiscountSource,
     Invoice,
     InvoiceStatus,
     Payment,
@@ -22,6 +21,7 @@ from billing.models.pricing import (
     promo_code_tariffs,
 )
 from billing.models.subscriptions import Subscription, SubscriptionStatus
+from billing.pricing.rules import DiscountSource
 
 __all__ = [
     "AdminRole",
