@@ -110,9 +110,28 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return session_factory(engine)
 
 
+class LoopbackTransport(httpx.AsyncBaseTransport):
+    """Outgoing calls of the app under test: to its own public URL (the sandbox provider, its
+    notifications) they go back into the app in-process; anything else goes out for real
+    (respx intercepts it in tests that fake other services)."""
+
+    def __init__(self, public_host: str) -> None:
+        self.public_host = public_host
+        self.app: FastAPI | None = None
+        self.network = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == self.public_host:
+            assert self.app is not None
+            return await httpx.ASGITransport(app=self.app).handle_async_request(request)
+        return await self.network.handle_async_request(request)
+
+
 @pytest.fixture
 async def app(settings: Settings, clock: FrozenClock) -> AsyncIterator[FastAPI]:
-    application = create_app(settings, clock=clock)
+    loopback = LoopbackTransport(public_host="billing.test")
+    application = create_app(settings, clock=clock, outbound_transport=loopback)
+    loopback.app = application
     async with LifespanManager(application):
         yield application
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 
 from billing import health
@@ -19,10 +20,20 @@ from billing.pricing import endpoints as pricing_endpoints
 
 API_PREFIX = "/api/v1"
 ADMIN_PREFIX = "/api/v1/admin"
+# Connect fast, read within a few seconds: a slow provider must not hold a viewer's request.
+OUTBOUND_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 
 
-def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
-    """The whole service on one app; ``settings.database_url`` must name a running server."""
+def create_app(
+    settings: Settings,
+    clock: Clock | None = None,
+    outbound_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """The whole service on one app; ``settings.database_url`` must name a running server.
+
+    ``outbound_transport`` carries every outgoing HTTP call (provider, sandbox notifications,
+    Auth, Notification); tests route it to the app itself and to fakes.
+    """
     if settings.database_url is None:
         raise ValueError("create_app needs a database URL (the CLI starts the embedded one)")
     database_url = settings.database_url
@@ -32,10 +43,14 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
         engine = create_engine(database_url)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
-        try:
-            yield
-        finally:
-            await engine.dispose()
+        async with httpx.AsyncClient(
+            transport=outbound_transport, timeout=OUTBOUND_TIMEOUT
+        ) as outbound:
+            app.state.outbound = outbound
+            try:
+                yield
+            finally:
+                await engine.dispose()
 
     app = FastAPI(
         title="Billing",

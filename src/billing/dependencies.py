@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import httpx
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +23,12 @@ def get_clock(request: Request) -> Clock:
     return clock
 
 
+def get_outbound(request: Request) -> httpx.AsyncClient:
+    """The app's shared client for outgoing HTTP calls."""
+    client: httpx.AsyncClient = request.app.state.outbound
+    return client
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with request.app.state.sessions() as session:
         yield session
@@ -29,4 +36,5 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
+OutboundDep = Annotated[httpx.AsyncClient, Depends(get_outbound)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

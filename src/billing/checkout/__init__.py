@@ -1,0 +1,1 @@
+"""Checkout: invoices, payments at a provider, confirmation, refunds, webhooks."""

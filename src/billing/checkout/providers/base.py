@@ -1,0 +1,116 @@
+"""The one interface every payment provider adapter implements.
+
+Billing never trusts what a provider *sends*; it only trusts what it *reads back*:
+notifications are parsed just far enough to know which payment to re-read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class ProviderPaymentStatus(StrEnum):
+    PENDING = "pending"  # waiting for the viewer (or for capture)
+    SUCCEEDED = "succeeded"
+    CANCELED = "canceled"
+
+
+class ProviderRefundStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True)
+class ProviderPayment:
+    """A payment as the provider sees it."""
+
+    provider_payment_id: str
+    status: ProviderPaymentStatus
+    amount: int  # minor units
+    currency: str
+    confirmation_url: str | None
+    paid_at: datetime | None = None
+    refunded_amount: int = 0
+    # Provider-specific facts billing keeps for later calls (e.g. Stripe's payment intent).
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProviderRefund:
+    provider_refund_id: str
+    status: ProviderRefundStatus
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class Notification:
+    """What a notification is about: only the provider's payment id, to be re-read."""
+
+    event: str
+    provider_payment_id: str
+    event_id: str | None = None  # for providers that number their events (Stripe)
+
+
+class ProviderError(Exception):
+    """Base of the failures an adapter reports."""
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider could not be reached or answered 5xx after retries: try again later.
+    The API answers 503 ``provider_unavailable`` and writes nothing."""
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused the request (4xx): retrying the same request will not help."""
+
+    def __init__(self, message: str, *, status: int, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class InvalidNotification(ProviderError):
+    """A notification that is malformed or not signed by the provider: answer 400."""
+
+
+class PaymentProvider(Protocol):
+    name: str
+
+    async def create_payment(
+        self,
+        *,
+        payment_id: uuid.UUID,
+        amount: int,
+        currency: str,
+        description: str,
+        return_url: str,
+        idempotence_key: str,
+        expires_at: datetime,
+    ) -> ProviderPayment:
+        """Create the payment; retries reuse ``idempotence_key`` so at most one exists."""
+        ...
+
+    async def get_payment(
+        self, provider_payment_id: str, data: Mapping[str, Any] | None = None
+    ) -> ProviderPayment: ...
+
+    async def create_refund(
+        self,
+        *,
+        provider_payment_id: str,
+        amount: int,
+        currency: str,
+        idempotence_key: str,
+        data: Mapping[str, Any] | None = None,
+    ) -> ProviderRefund: ...
+
+    def parse_notification(self, body: bytes, headers: Mapping[str, str]) -> Notification:
+        """Which payment a notification is about; raises ``InvalidNotification``."""
+        ...
