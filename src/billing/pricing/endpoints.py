@@ -1,8 +1,164 @@
-"""HTTP layer of pricing: quotes, and the admin API for discounts and promo codes."""
+"""HTTP layer of pricing: quotes, and the admin API for discounts and promo codes.
+
+Each request is one transaction (``session.begin()``); the service functions do the rest.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from dataclasses import asdict
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+
+from billing.auth import AdminPrincipal, ViewerId
+from billing.dependencies import ClockDep, SessionDep, SettingsDep
+from billing.pricing import promo_codes, service
+from billing.pricing.schemas import (
+    DurationDiscountIn,
+    DurationDiscountOut,
+    PromoCodeIn,
+    PromoCodeOut,
+    QuoteOut,
+    QuoteRequest,
+    UserDiscountIn,
+    UserDiscountOut,
+)
+from billing.schemas import Page
 
 router = APIRouter(tags=["quotes"])
 admin_router = APIRouter(tags=["admin: discounts and promo codes"])
+
+PageDep = Annotated[Page, Depends()]
+# Rules exist for 1..BILLING_MAX_MONTHS, and the setting itself is at most 120.
+Months = Annotated[int, Path(ge=1, le=120)]
+
+
+@router.post("/quotes")
+async def create_quote(
+    body: QuoteRequest,
+    user_id: ViewerId,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+) -> QuoteOut:
+    """The price breakdown for this viewer; changes nothing and reserves nothing."""
+    async with session.begin():
+        priced = await service.quote_for(
+            session,
+            user_id=user_id,
+            tariff_id=body.tariff_id,
+            months=body.months,
+            promo_code=body.promo_code,
+            now=clock.now(),
+            settings=settings,
+        )
+    promo_code = None if priced.promo is None else priced.promo.code
+    return QuoteOut.model_validate({**asdict(priced.quote), "promo_code": promo_code})
+
+
+# Duration discounts ----------------------------------------------------------------------
+
+
+@admin_router.get("/duration-discounts")
+async def list_duration_discounts(
+    _: AdminPrincipal, session: SessionDep
+) -> list[DurationDiscountOut]:
+    rules = await service.list_duration_discounts(session)
+    return [DurationDiscountOut.model_validate(rule) for rule in rules]
+
+
+@admin_router.put("/duration-discounts/{months}")
+async def put_duration_discount(
+    months: Months,
+    body: DurationDiscountIn,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> DurationDiscountOut:
+    async with session.begin():
+        rule = await service.set_duration_discount(
+            session, months, body.percent, actor=principal.subject, settings=settings
+        )
+    return DurationDiscountOut.model_validate(rule)
+
+
+@admin_router.delete("/duration-discounts/{months}", status_code=204)
+async def delete_duration_discount(
+    months: Months, principal: AdminPrincipal, session: SessionDep
+) -> Response:
+    async with session.begin():
+        await service.delete_duration_discount(session, months, actor=principal.subject)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# Personal discounts ----------------------------------------------------------------------
+
+
+@admin_router.get("/users/{user_id}/discount")
+async def get_user_discount(
+    user_id: UUID, _: AdminPrincipal, session: SessionDep
+) -> UserDiscountOut:
+    return UserDiscountOut.model_validate(await service.get_user_discount(session, user_id))
+
+
+@admin_router.put("/users/{user_id}/discount")
+async def put_user_discount(
+    user_id: UUID,
+    body: UserDiscountIn,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    clock: ClockDep,
+) -> UserDiscountOut:
+    async with session.begin():
+        discount = await service.set_user_discount(
+            session, user_id, body, actor=principal.subject, now=clock.now()
+        )
+    return UserDiscountOut.model_validate(discount)
+
+
+@admin_router.delete("/users/{user_id}/discount", status_code=204)
+async def delete_user_discount(
+    user_id: UUID, principal: AdminPrincipal, session: SessionDep
+) -> Response:
+    async with session.begin():
+        await service.delete_user_discount(session, user_id, actor=principal.subject)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# Promo codes -----------------------------------------------------------------------------
+
+
+@admin_router.get("/promo-codes")
+async def list_promo_codes(
+    _: AdminPrincipal,
+    session: SessionDep,
+    page: PageDep,
+    active: Annotated[bool | None, Query()] = None,
+) -> list[PromoCodeOut]:
+    """Newest first; ``active`` filters on whether the code was deleted (deactivated)."""
+    return await promo_codes.list_promo_codes(session, page, active=active)
+
+
+@admin_router.post("/promo-codes", status_code=201)
+async def create_promo_codes(
+    body: PromoCodeIn,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+) -> PromoCodeOut | list[PromoCodeOut]:
+    """One code, or with ``count`` a list of ``count`` generated codes."""
+    async with session.begin():
+        created = await promo_codes.create_promo_codes(
+            session, body, actor=principal.subject, now=clock.now(), settings=settings
+        )
+    return created if body.count is not None else created[0]
+
+
+@admin_router.delete("/promo-codes/{code}", status_code=204)
+async def delete_promo_code(code: str, principal: AdminPrincipal, session: SessionDep) -> Response:
+    """An unused code is removed; a used one is deactivated (its history stays)."""
+    async with session.begin():
+        await promo_codes.delete_promo_code(session, code, actor=principal.subject)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
