@@ -1,8 +1,110 @@
-"""HTTP layer of the catalogue."""
+"""HTTP layer of the catalogue: the public tariff list and the admin API for tariffs."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from billing.auth import AdminPrincipal
+from billing.catalog import service
+from billing.catalog.schemas import (
+    AdminTariffOut,
+    TariffCreate,
+    TariffOut,
+    TariffPriceOut,
+    TariffUpdate,
+)
+from billing.dependencies import ClockDep, SessionDep, SettingsDep
+from billing.schemas import Page
 
 router = APIRouter(tags=["tariffs"])
 admin_router = APIRouter(tags=["admin: tariffs"])
+
+PageDep = Annotated[Page, Depends()]
+
+
+@router.get("/tariffs")
+async def list_tariffs(session: SessionDep, page: PageDep) -> list[TariffOut]:
+    """The tariffs on sale, cheapest first (then by name).
+
+    A catalogue, not a history: it is ordered by price for choosing a plan, unlike the
+    newest-first lists elsewhere. Inactive tariffs are not shown. No token needed.
+    """
+    tariffs = await service.list_active_tariffs(session, limit=page.limit, offset=page.offset)
+    return [TariffOut.model_validate(tariff) for tariff in tariffs]
+
+
+@admin_router.get("/tariffs")
+async def admin_list_tariffs(
+    principal: AdminPrincipal, session: SessionDep, page: PageDep
+) -> list[AdminTariffOut]:
+    """Every tariff, active or not (new Auth roles appear here unpriced), newest first."""
+    tariffs = await service.list_tariffs(session, limit=page.limit, offset=page.offset)
+    return [AdminTariffOut.model_validate(tariff) for tariff in tariffs]
+
+
+@admin_router.post("/tariffs", status_code=201)
+async def create_tariff(
+    body: TariffCreate,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+) -> AdminTariffOut:
+    """A new tariff for an Auth-service role; it can be active only with a price."""
+    async with session.begin():
+        tariff = await service.create_tariff(
+            session,
+            code=body.code,
+            name=body.name,
+            description=body.description,
+            role=body.role,
+            monthly_price=body.monthly_price,
+            currency=body.currency or settings.currency,
+            is_active=body.is_active,
+            actor=principal.subject,
+            now=clock.now(),
+        )
+    return AdminTariffOut.model_validate(tariff)
+
+
+@admin_router.get("/tariffs/{tariff_id}")
+async def get_tariff(
+    tariff_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep
+) -> AdminTariffOut:
+    return AdminTariffOut.model_validate(await service.get_tariff(session, tariff_id))
+
+
+@admin_router.patch("/tariffs/{tariff_id}")
+async def update_tariff(
+    tariff_id: uuid.UUID,
+    body: TariffUpdate,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    clock: ClockDep,
+) -> AdminTariffOut:
+    """Change the fields sent. A new price is kept in the price history; invoices already
+    issued keep the price they were issued with."""
+    async with session.begin():
+        tariff = await service.update_tariff(
+            session,
+            tariff_id,
+            name=body.name,
+            description=body.description,
+            monthly_price=body.monthly_price,
+            is_active=body.is_active,
+            actor=principal.subject,
+            now=clock.now(),
+        )
+    return AdminTariffOut.model_validate(tariff)
+
+
+@admin_router.get("/tariffs/{tariff_id}/prices")
+async def list_tariff_prices(
+    tariff_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, page: PageDep
+) -> list[TariffPriceOut]:
+    """The tariff's price changes, newest first: who set which price when, from what."""
+    prices = await service.price_history(session, tariff_id, limit=page.limit, offset=page.offset)
+    return [TariffPriceOut.model_validate(price) for price in prices]
