@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import httpx
 from fastapi import FastAPI
@@ -11,12 +12,17 @@ from fastapi import FastAPI
 from billing import health
 from billing.admin import endpoints as admin_endpoints
 from billing.catalog import endpoints as catalog_endpoints
+from billing.checkout import endpoints as checkout_endpoints
+from billing.checkout.providers.registry import provider_from_settings
 from billing.clock import Clock, SystemClock
 from billing.config import Settings
 from billing.db import create_engine, session_factory
 from billing.errors import install_error_handlers
 from billing.metrics import MetricsMiddleware, metrics_endpoint
+from billing.outbox import endpoints as outbox_endpoints
 from billing.pricing import endpoints as pricing_endpoints
+from billing.sandbox import endpoints as sandbox_endpoints
+from billing.subscriptions import endpoints as subscription_endpoints
 
 API_PREFIX = "/api/v1"
 ADMIN_PREFIX = "/api/v1/admin"
@@ -28,11 +34,13 @@ def create_app(
     settings: Settings,
     clock: Clock | None = None,
     outbound_transport: httpx.AsyncBaseTransport | None = None,
+    with_worker: bool = False,
 ) -> FastAPI:
     """The whole service on one app; ``settings.database_url`` must name a running server.
 
     ``outbound_transport`` carries every outgoing HTTP call (provider, sandbox notifications,
-    Auth, Notification); tests route it to the app itself and to fakes.
+    Auth, Notification); tests route it to the app itself and to fakes. ``with_worker`` runs
+    the scheduler and job worker in this process (``billing serve`` without ``--no-worker``).
     """
     if settings.database_url is None:
         raise ValueError("create_app needs a database URL (the CLI starts the embedded one)")
@@ -47,9 +55,14 @@ def create_app(
             transport=outbound_transport, timeout=OUTBOUND_TIMEOUT
         ) as outbound:
             app.state.outbound = outbound
+            worker = _start_worker(app) if with_worker else None
             try:
                 yield
             finally:
+                if worker is not None:
+                    worker.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await worker
                 await engine.dispose()
 
     app = FastAPI(
@@ -66,7 +79,24 @@ def create_app(
     app.include_router(health.router)
     app.include_router(catalog_endpoints.router, prefix=API_PREFIX)
     app.include_router(pricing_endpoints.router, prefix=API_PREFIX)
+    app.include_router(checkout_endpoints.router, prefix=API_PREFIX)
+    app.include_router(subscription_endpoints.router, prefix=API_PREFIX)
     app.include_router(catalog_endpoints.admin_router, prefix=ADMIN_PREFIX)
     app.include_router(pricing_endpoints.admin_router, prefix=ADMIN_PREFIX)
     app.include_router(admin_endpoints.admin_router, prefix=ADMIN_PREFIX)
+    app.include_router(outbox_endpoints.admin_router, prefix=ADMIN_PREFIX)
+    app.include_router(sandbox_endpoints.router, prefix="/sandbox")
     return app
+
+
+def _start_worker(app: FastAPI) -> asyncio.Task[None]:
+    from billing.worker import Runtime, run_worker
+
+    runtime = Runtime(
+        settings=app.state.settings,
+        sessions=app.state.sessions,
+        clock=app.state.clock,
+        outbound=app.state.outbound,
+        provider=provider_from_settings(app.state.settings, app.state.outbound),
+    )
+    return asyncio.create_task(run_worker(runtime, install_signal_handlers=False))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import httpx
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.clock import Clock
 from billing.config import Settings
@@ -29,6 +29,12 @@ def get_outbound(request: Request) -> httpx.AsyncClient:
     return client
 
 
+def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    """The session factory, for use cases that manage their own transactions."""
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    return sessions
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with request.app.state.sessions() as session:
         yield session
@@ -38,3 +44,4 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 OutboundDep = Annotated[httpx.AsyncClient, Depends(get_outbound)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]

@@ -10,6 +10,7 @@ from sqlalchemy import create_engine
 from billing.db import libpq_url, sqlalchemy_url
 from billing.migrations import downgrade, upgrade
 from billing.models import Base
+from billing.sandbox import models as _sandbox_models  # noqa: F401 - its tables on Base
 from tests.conftest import create_database, drop_database
 
 PRODUCT_TABLES = {
@@ -17,6 +18,8 @@ PRODUCT_TABLES = {
     "promo_code_tariffs", "promo_redemptions", "invoices", "payments", "refunds",
     "subscriptions", "outbox_events", "idempotency_keys", "admin_users", "audit_log",
 }  # fmt: skip
+# The built-in ЮKassa sandbox's own records (billing.sandbox.models, on the same Base).
+SANDBOX_TABLES = {"sandbox_payments", "sandbox_refunds"}
 PROCRASTINATE_TABLES = {
     "procrastinate_jobs", "procrastinate_events", "procrastinate_periodic_defers",
     "procrastinate_workers",
@@ -46,7 +49,9 @@ def test_upgrade_from_empty_then_downgrade_to_empty_and_back(server_url: str) ->
         assert _tables(url) == set()
 
         upgrade(url)
-        assert _tables(url) == PRODUCT_TABLES | PROCRASTINATE_TABLES | {"alembic_version"}
+        assert _tables(url) == (
+            PRODUCT_TABLES | SANDBOX_TABLES | PROCRASTINATE_TABLES | {"alembic_version"}
+        )
         assert _procrastinate_functions(url) > 0
 
         downgrade(url, "base")

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 from billing.models import Base
+from billing.sandbox import models as sandbox_models  # noqa: F401 - the sandbox's own tables
 
 config = context.config
 

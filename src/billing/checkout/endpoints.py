@@ -1,0 +1,287 @@
+"""HTTP layer of checkout: invoices, payments, refunds, provider webhooks."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Header, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
+
+from billing.auth import ViewerId
+from billing.checkout import service
+from billing.checkout.providers.base import InvalidNotification, PaymentProvider
+from billing.checkout.providers.registry import provider_from_settings
+from billing.checkout.refund_window import refund_deadline
+from billing.checkout.schemas import (
+    DiscountOut,
+    InvoiceCreate,
+    InvoiceOut,
+    PaymentCreate,
+    PaymentOut,
+)
+from billing.config import Settings
+from billing.dependencies import ClockDep, SessionDep, SessionsDep, SettingsDep
+from billing.errors import Problem, not_found
+from billing.idempotency import run_once
+from billing.models import Invoice, Payment, PaymentStatus
+from billing.schemas import Page
+
+router = APIRouter(tags=["checkout"])
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", description="Same key and body → the same answer again"),
+]
+
+
+def get_provider(request: Request) -> PaymentProvider:
+    return provider_from_settings(request.app.state.settings, request.app.state.outbound)
+
+
+ProviderDep = Annotated[PaymentProvider, Depends(get_provider)]
+
+
+def invoice_out(invoice: Invoice) -> InvoiceOut:
+    return InvoiceOut(
+        id=invoice.id,
+        user_id=invoice.user_id,
+        tariff_id=invoice.tariff_id,
+        months=invoice.months,
+        currency=invoice.currency,
+        base_amount=invoice.base_amount,
+        discount=DiscountOut(
+            source=invoice.discount_source,
+            percent=invoice.discount_percent,
+            amount=invoice.discount_amount,
+        ),
+        total_amount=invoice.total_amount,
+        considered=[DiscountOut.model_validate(item) for item in invoice.considered],
+        promo_code=invoice.promo_code,
+        status=invoice.status,
+        expires_at=invoice.expires_at,
+        created_at=invoice.created_at,
+    )
+
+
+def payment_out(payment: Payment, settings: Settings) -> PaymentOut:
+    refundable_until = (
+        refund_deadline(payment.paid_at, settings.refund_window)
+        if payment.status == PaymentStatus.SUCCEEDED and payment.paid_at is not None
+        else None
+    )
+    return PaymentOut(
+        id=payment.id,
+        invoice_id=payment.invoice_id,
+        status=payment.status,
+        amount=payment.amount,
+        currency=payment.currency,
+        provider=payment.provider,
+        confirmation_url=payment.confirmation_url,
+        created_at=payment.created_at,
+        paid_at=payment.paid_at,
+        refundable_until=refundable_until,
+        refunded_at=payment.refunded_at,
+    )
+
+
+def _json(status: int, model: InvoiceOut | PaymentOut) -> JSONResponse:
+    return JSONResponse(model.model_dump(mode="json"), status_code=status)
+
+
+@router.post("/invoices", status_code=201, response_model=InvoiceOut)
+async def create_invoice(
+    body: InvoiceCreate,
+    request: Request,
+    user_id: ViewerId,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    """Issue an invoice: the quote's breakdown frozen, the promo code reserved."""
+
+    async def issue() -> tuple[int, object]:
+        async with sessions() as session, session.begin():
+            invoice = await service.issue_invoice(
+                session,
+                user_id=user_id,
+                tariff_id=body.tariff_id,
+                months=body.months,
+                promo_code=body.promo_code,
+                now=clock.now(),
+                settings=settings,
+            )
+        return 201, invoice_out(invoice).model_dump(mode="json")
+
+    status, answer = await run_once(
+        sessions,
+        owner=str(user_id),
+        key=idempotency_key,
+        method="POST",
+        path=request.url.path,
+        body=body,
+        run=issue,
+    )
+    return JSONResponse(answer, status_code=status)
+
+
+@router.get("/invoices/{invoice_id}")
+async def get_invoice(invoice_id: uuid.UUID, user_id: ViewerId, session: SessionDep) -> InvoiceOut:
+    return invoice_out(await service.get_own_invoice(session, invoice_id, user_id))
+
+
+@router.post("/invoices/{invoice_id}/payments", status_code=201, response_model=PaymentOut)
+async def create_payment(
+    invoice_id: uuid.UUID,
+    request: Request,
+    user_id: ViewerId,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    provider: ProviderDep,
+    body: Annotated[PaymentCreate | None, Body()] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    """Start a payment: send the viewer to ``confirmation_url``."""
+    request_body = body or PaymentCreate()
+
+    async def start() -> tuple[int, object]:
+        payment = await service.start_payment(
+            sessions,
+            provider,
+            invoice_id=invoice_id,
+            user_id=user_id,
+            return_url=str(request_body.return_url) if request_body.return_url else None,
+            now=clock.now(),
+            settings=settings,
+        )
+        return 201, payment_out(payment, settings).model_dump(mode="json")
+
+    status, answer = await run_once(
+        sessions,
+        owner=str(user_id),
+        key=idempotency_key,
+        method="POST",
+        path=request.url.path,
+        body=request_body,
+        run=start,
+    )
+    return JSONResponse(answer, status_code=status)
+
+
+@router.get("/invoices/{invoice_id}/checkout", status_code=303, response_class=Response)
+async def checkout(
+    invoice_id: uuid.UUID,
+    user_id: ViewerId,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    provider: ProviderDep,
+) -> RedirectResponse:
+    """Browser flow: start (or resume) the payment and go to the provider's page."""
+    payment = await service.start_payment(
+        sessions,
+        provider,
+        invoice_id=invoice_id,
+        user_id=user_id,
+        return_url=None,
+        now=clock.now(),
+        settings=settings,
+    )
+    if payment.confirmation_url is None:
+        raise Problem(503, "provider_unavailable", "the provider gave no payment page")
+    return RedirectResponse(payment.confirmation_url, status_code=303)
+
+
+@router.get("/payments")
+async def list_payments(
+    user_id: ViewerId, session: SessionDep, settings: SettingsDep, page: Annotated[Page, Depends()]
+) -> list[PaymentOut]:
+    return [
+        payment_out(p, settings) for p in await service.list_own_payments(session, user_id, page)
+    ]
+
+
+@router.get("/payments/{payment_id}")
+async def get_payment(
+    payment_id: uuid.UUID, user_id: ViewerId, session: SessionDep, settings: SettingsDep
+) -> PaymentOut:
+    return payment_out(await service.get_own_payment(session, payment_id, user_id), settings)
+
+
+@router.post("/payments/{payment_id}/confirm")
+async def confirm_payment(
+    payment_id: uuid.UUID,
+    user_id: ViewerId,
+    session: SessionDep,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    provider: ProviderDep,
+) -> PaymentOut:
+    """Ask the provider now and apply the answer (idempotent: repeats change nothing)."""
+    await service.get_own_payment(session, payment_id, user_id)  # 404 for anyone else's
+    await session.close()
+    payment = await service.sync_payment(sessions, provider, payment_id, now=clock.now())
+    return payment_out(payment, settings)
+
+
+@router.post("/payments/{payment_id}/refund", response_model=PaymentOut)
+async def refund(
+    payment_id: uuid.UUID,
+    request: Request,
+    user_id: ViewerId,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    provider: ProviderDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    """Cancel a paid payment and refund it: only within the refund window."""
+
+    async def refund_now() -> tuple[int, object]:
+        payment = await service.refund_payment(
+            sessions,
+            provider,
+            payment_id=payment_id,
+            user_id=user_id,
+            now=clock.now(),
+            settings=settings,
+        )
+        return 200, payment_out(payment, settings).model_dump(mode="json")
+
+    status, answer = await run_once(
+        sessions,
+        owner=str(user_id),
+        key=idempotency_key,
+        method="POST",
+        path=request.url.path,
+        body=None,
+        run=refund_now,
+    )
+    return JSONResponse(answer, status_code=status)
+
+
+@router.post("/webhooks/{provider_name}", status_code=200)
+async def webhook(
+    provider_name: str,
+    request: Request,
+    sessions: SessionsDep,
+    clock: ClockDep,
+    provider: ProviderDep,
+) -> dict[str, str]:
+    """Provider notifications: a trigger to re-read the payment, never trusted as such."""
+    if provider_name != provider.name:
+        raise not_found("provider")
+    try:
+        await service.handle_notification(
+            sessions,
+            provider,
+            body=await request.body(),
+            headers=dict(request.headers),
+            now=clock.now(),
+        )
+    except InvalidNotification as error:
+        raise Problem(400, "invalid_notification", str(error)) from None
+    return {"status": "accepted"}

@@ -1,0 +1,62 @@
+"""API shapes of invoices and payments (PRODUCT.md "Shapes")."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AnyHttpUrl, BaseModel, Field, UrlConstraints
+
+from billing.models import InvoiceStatus, PaymentStatus
+from billing.pricing.rules import DiscountSource
+from billing.schemas import ApiModel, Percent
+
+
+class InvoiceCreate(ApiModel):
+    tariff_id: uuid.UUID
+    months: int = Field(strict=True, ge=1, examples=[3])
+    promo_code: str | None = Field(default=None, max_length=64)
+
+
+ReturnUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2000)]
+
+
+class PaymentCreate(ApiModel):
+    return_url: ReturnUrl | None = None
+
+
+class DiscountOut(BaseModel):
+    source: DiscountSource
+    percent: Percent | None
+    amount: int
+
+
+class InvoiceOut(BaseModel):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    tariff_id: uuid.UUID
+    months: int
+    currency: str
+    base_amount: int
+    discount: DiscountOut
+    total_amount: int
+    considered: list[DiscountOut]
+    promo_code: str | None
+    status: InvoiceStatus
+    expires_at: datetime
+    created_at: datetime
+
+
+class PaymentOut(BaseModel):
+    id: uuid.UUID
+    invoice_id: uuid.UUID
+    status: PaymentStatus
+    amount: int
+    currency: str
+    provider: str
+    confirmation_url: str | None
+    created_at: datetime
+    paid_at: datetime | None
+    refundable_until: datetime | None  # paid_at + refund window, while a refund is possible
+    refunded_at: datetime | None

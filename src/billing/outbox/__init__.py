@@ -1,0 +1,1 @@
+"""Transactional outbox: events written with their cause, delivered by the worker."""

@@ -1,0 +1,10 @@
+"""The built-in ЮKassa sandbox: an emulator of the part of ЮKassa's API v3 billing uses.
+
+Mounted under ``/sandbox``: ``/sandbox/v3/...`` answers like ``https://api.yookassa.ru/v3``
+and ``/sandbox/checkout/{id}`` is the page a viewer is sent to. It keeps its own records
+(``sandbox_payments``, ``sandbox_refunds``) and never reads billing's.
+"""
+
+# The sandbox's tables live on billing's declarative Base: importing the models here puts
+# them in its metadata wherever the package is used (migrations check, test truncation).
+from billing.sandbox import models as models

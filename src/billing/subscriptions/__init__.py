@@ -1,0 +1,1 @@
+"""Subscriptions: access to a tariff's role, extended by payments, ended by time or refund."""

@@ -1,0 +1,24 @@
+"""API shapes of subscriptions and entitlements."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from billing.models import SubscriptionStatus
+
+
+class SubscriptionOut(BaseModel):
+    id: uuid.UUID
+    tariff_id: uuid.UUID
+    role: str
+    status: SubscriptionStatus
+    current_period_end: datetime
+    access_until: datetime  # current_period_end + grace period
+
+
+class Entitlements(BaseModel):
+    user_id: uuid.UUID
+    roles: list[str]

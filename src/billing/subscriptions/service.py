@@ -1,0 +1,123 @@
+"""Subscription rules: extend on payment, take back on refund, who has access now."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.models import Subscription, SubscriptionStatus, Tariff
+from billing.outbox.service import EventType, add_event
+from billing.schemas import Page
+from billing.subscriptions.periods import extension, period_end_after_refund
+
+LIVE = (SubscriptionStatus.ACTIVE, SubscriptionStatus.GRACE)
+
+
+async def _locked_subscription(
+    session: AsyncSession, user_id: uuid.UUID, tariff: Tariff, now: datetime
+) -> Subscription:
+    """The user's subscription to the tariff, created if missing, locked for this transaction."""
+    await session.execute(
+        insert(Subscription)
+        .values(
+            id=uuid.uuid4(),
+            user_id=user_id,
+            tariff_id=tariff.id,
+            role=tariff.role,
+            status=SubscriptionStatus.EXPIRED,
+            current_period_end=now,
+        )
+        .on_conflict_do_nothing(index_elements=["user_id", "tariff_id"])
+    )
+    subscription = await session.scalar(
+        select(Subscription)
+        .where(Subscription.user_id == user_id, Subscription.tariff_id == tariff.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert subscription is not None
+    return subscription
+
+
+async def extend_subscription(
+    session: AsyncSession, *, user_id: uuid.UUID, tariff: Tariff, months: int, now: datetime
+) -> tuple[Subscription, datetime, datetime]:
+    """Add ``months`` to the user's access to ``tariff``; returns the subscription and the
+    slice bought (start, end), which the payment keeps so a refund can take it back."""
+    subscription = await _locked_subscription(session, user_id, tariff, now)
+    start, end = extension(subscription.current_period_end, now, months)
+    subscription.current_period_end = end
+    subscription.status = SubscriptionStatus.ACTIVE
+    subscription.role = tariff.role
+    # Granting is idempotent at the Auth service, so it is sent on every extension: a grant
+    # lost earlier (or a role removed by hand) is repaired by the next payment.
+    add_event(
+        session,
+        EventType.ROLE_GRANT,
+        user_id=user_id,
+        occurred_at=now,
+        data={"role": tariff.role, "subscription_id": subscription.id, "until": end},
+    )
+    return subscription, start, end
+
+
+async def take_back(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    tariff: Tariff,
+    slice_start: datetime,
+    slice_end: datetime,
+    now: datetime,
+) -> Subscription:
+    """Remove a refunded payment's slice; with nothing left, the subscription is canceled and
+    the role revoked."""
+    subscription = await _locked_subscription(session, user_id, tariff, now)
+    subscription.current_period_end = period_end_after_refund(
+        subscription.current_period_end, slice_start, slice_end
+    )
+    if subscription.current_period_end <= now:
+        subscription.status = SubscriptionStatus.CANCELED
+        add_event(
+            session,
+            EventType.ROLE_REVOKE,
+            user_id=user_id,
+            occurred_at=now,
+            data={"role": subscription.role, "subscription_id": subscription.id},
+        )
+    return subscription
+
+
+async def list_subscriptions(
+    session: AsyncSession, user_id: uuid.UUID, page: Page
+) -> list[Subscription]:
+    rows = await session.scalars(
+        select(Subscription)
+        .where(Subscription.user_id == user_id)
+        .order_by(Subscription.created_at.desc(), Subscription.id)
+        .limit(page.limit)
+        .offset(page.offset)
+    )
+    return list(rows)
+
+
+async def roles_with_access(
+    session: AsyncSession, user_id: uuid.UUID, now: datetime, grace_period: timedelta
+) -> list[str]:
+    """Roles the user may use now: a live subscription whose period, plus grace, has not
+    ended (decided by time, so a late expiry job never extends access)."""
+    rows = await session.scalars(
+        select(Subscription.role)
+        .where(
+            Subscription.user_id == user_id,
+            Subscription.status.in_(LIVE),
+            Subscription.current_period_end > now - grace_period,
+        )
+        .order_by(Subscription.role)
+        .distinct()
+    )
+    return list(rows)
