@@ -7,21 +7,25 @@ import logging
 import signal
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from typing import Annotated
 
+import httpx
 import typer
 from pydantic import ValidationError
 
 from billing.config import Settings, describe_error
 from billing.db import EmbeddedPostgres, create_engine, session_factory, transaction
 from billing.models import AdminRole
+from billing.worker import JOB_NAMES, Runtime
 
 app = typer.Typer(help="Subscription billing of the online cinema.", no_args_is_help=True)
 admin_app = typer.Typer(help="Admin-panel accounts.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
+jobs_app = typer.Typer(help="Scheduler jobs.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
 
 log = logging.getLogger("billing")
 
@@ -64,8 +68,12 @@ def _setup_logging() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Don't run the scheduler in this process.")
+    ] = False,
 ) -> None:
-    """Run the API, the admin panel and the sandbox (migrating an embedded database first)."""
+    """Run the API, the admin panel and the sandbox (migrating an embedded database first);
+    the scheduler runs in the same process unless --no-worker."""
     import uvicorn
 
     from billing.app import create_app
@@ -80,7 +88,67 @@ def serve(
         # uvicorn drains requests on SIGINT/SIGTERM and then raises the signal again; turning
         # SIGTERM into SystemExit lets the embedded database be stopped on the way out.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        uvicorn.run(create_app(ready), host=host, port=port, log_level="info")
+        application = create_app(ready, with_worker=not no_worker)
+        uvicorn.run(application, host=host, port=port, log_level="info")
+
+
+@asynccontextmanager
+async def job_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """What the scheduler's jobs need, outside the API process."""
+    from billing.app import OUTBOUND_TIMEOUT
+    from billing.checkout.providers.registry import provider_from_settings
+    from billing.clock import SystemClock
+
+    assert settings.database_url is not None
+    engine = create_engine(settings.database_url)
+    try:
+        async with httpx.AsyncClient(timeout=OUTBOUND_TIMEOUT) as outbound:
+            yield Runtime(
+                settings=settings,
+                sessions=session_factory(engine),
+                clock=SystemClock(),
+                outbound=outbound,
+                provider=provider_from_settings(settings, outbound),
+            )
+    finally:
+        await engine.dispose()
+
+
+@app.command()
+def worker() -> None:
+    """Run the scheduler and job worker alone (run as many as needed, on any machines)."""
+    from billing.worker import run_worker
+
+    _setup_logging()
+    settings = load_settings()
+
+    async def work(ready: Settings) -> None:
+        async with job_runtime(ready) as runtime:
+            await run_worker(runtime, install_signal_handlers=True)
+
+    with database(settings) as ready:
+        asyncio.run(work(ready))
+
+
+@jobs_app.command("run")
+def jobs_run(
+    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(JOB_NAMES)}.")],
+) -> None:
+    """Run one scheduler job now and print what it did."""
+    from billing.worker import run_job
+
+    if name not in JOB_NAMES:
+        typer.echo(f"unknown job {name!r}; jobs: {', '.join(JOB_NAMES)}", err=True)
+        raise typer.Exit(2)
+    settings = load_settings()
+
+    async def run(ready: Settings) -> dict[str, int]:
+        async with job_runtime(ready) as runtime:
+            return await run_job(name, runtime)
+
+    with database(settings) as ready:
+        counts = asyncio.run(run(ready))
+    typer.echo(f"{name}: " + " ".join(f"{key}={value}" for key, value in counts.items()))
 
 
 @app.command()
@@ -150,6 +218,35 @@ def admin_create(
             typer.echo(f"{problem.code}: {problem.detail}", err=True)
             raise typer.Exit(1) from None
     typer.echo(f"admin user {username!r} ({role.value}) created")
+
+
+@app.command("demo-data")
+def demo_data() -> None:
+    """Create example tariffs, duration discounts and promo codes (safe to run again)."""
+    from billing.clock import SystemClock
+    from billing.demo import DemoDataReport, create_demo_data
+    from billing.migrations import upgrade
+
+    settings = load_settings()
+
+    async def create(url: str) -> DemoDataReport:
+        engine = create_engine(url)
+        try:
+            async with transaction(session_factory(engine)) as session:
+                return await create_demo_data(
+                    session, now=SystemClock().now(), currency=settings.currency
+                )
+        finally:
+            await engine.dispose()
+
+    with database(settings) as ready:
+        assert ready.database_url is not None
+        # As `billing serve` does: on a fresh laptop the embedded database has no tables yet.
+        if settings.uses_embedded_database:
+            upgrade(ready.database_url)
+        report = asyncio.run(create(ready.database_url))
+    for line in report.lines():
+        typer.echo(line)
 
 
 if __name__ == "__main__":

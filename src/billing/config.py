@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     remind_before: Duration = timedelta(days=3)
     invoice_ttl: Duration = timedelta(minutes=30)
 
+    # Outbox delivery: attempts before an event is parked, and the longest wait between two.
+    outbox_max_attempts: int = Field(default=12, ge=1, le=100)
+    outbox_retry_ceiling: Duration = timedelta(hours=1)
+
     @model_validator(mode="after")
     def _rs256_needs_a_key(self) -> Settings:
         if self.jwt_algorithm == "RS256" and not self.jwt_public_key:

@@ -1,0 +1,48 @@
+"""Admin API of the outbox: see what was not delivered, and send it again."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from billing.auth import AdminPrincipal
+from billing.dependencies import ClockDep, SessionDep
+from billing.models import OutboxStatus
+from billing.outbox import service
+from billing.outbox.schemas import OutboxEventOut
+from billing.schemas import Page
+
+admin_router = APIRouter(tags=["admin: outbox"])
+
+
+@admin_router.get("/outbox")
+async def list_outbox_events(
+    principal: AdminPrincipal,
+    session: SessionDep,
+    page: Annotated[Page, Depends()],
+    status: Annotated[
+        OutboxStatus | None, Query(description="`failed` lists the parked events")
+    ] = None,
+    user_id: uuid.UUID | None = None,
+) -> list[OutboxEventOut]:
+    """Events for the Notification and Auth services, newest first; the filters combine."""
+    events = await service.list_events(
+        session, status=status, user_id=user_id, limit=page.limit, offset=page.offset
+    )
+    return [OutboxEventOut.model_validate(event) for event in events]
+
+
+@admin_router.post("/outbox/{event_id}/retry")
+async def retry_outbox_event(
+    event_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, clock: ClockDep
+) -> OutboxEventOut:
+    """Deliver a parked event again: it is `pending` and due now, its attempts kept (one more
+    failure parks it again). Recorded in the audit log. A delivered event: 409
+    `outbox_event_delivered`."""
+    async with session.begin():
+        event = await service.retry_event(
+            session, event_id, actor=principal.subject, now=clock.now()
+        )
+    return OutboxEventOut.model_validate(event)
