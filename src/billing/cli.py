@@ -62,6 +62,8 @@ def _setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Procrastinate reports every periodic run at INFO (several a minute); ours say enough.
+    logging.getLogger("procrastinate").setLevel(logging.WARNING)
 
 
 @app.command()
@@ -81,6 +83,9 @@ def serve(
 
     _setup_logging()
     settings = load_settings()
+    if "public_url" not in settings.model_fields_set:
+        # Nothing configured: the sandbox's pages and webhooks are wherever we listen.
+        settings = settings.model_copy(update={"public_url": f"http://{host}:{port}"})
     with database(settings) as ready:
         assert ready.database_url is not None
         if settings.uses_embedded_database:

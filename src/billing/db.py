@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -76,7 +77,10 @@ class EmbeddedPostgres:
         )
         # cleanup_mode=None: pgserver's own reference counting by pid is left out; the
         # ownership rule above decides who stops the server.
-        self._server = postgres_server.get_server(self.pgdata, cleanup_mode=None)
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): harmless.
+            warnings.simplefilter("ignore")
+            self._server = postgres_server.get_server(self.pgdata, cleanup_mode=None)
         uri: str = self._server.get_uri()
         return uri
 

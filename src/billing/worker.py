@@ -82,22 +82,28 @@ SCHEDULE: dict[str, tuple[Job, str]] = {
 }
 JOB_NAMES = tuple(SCHEDULE)
 
-# The connector is replaced at start-up (``with_connector``) once the database URL is known.
-queue = procrastinate.App(connector=procrastinate.PsycopgConnector())
+
+def build_queue(database_url: str) -> procrastinate.App:
+    """A Procrastinate app on billing's database with every job on its schedule."""
+    connector = procrastinate.PsycopgConnector(
+        conninfo=libpq_url(database_url), min_size=1, max_size=4
+    )
+    queue = procrastinate.App(connector=connector)
+    for name, (job, cron) in SCHEDULE.items():
+        _register(queue, name, job, cron)
+    return queue
 
 
-def _register(name: str, job: Job, cron: str) -> None:
+def _register(queue: procrastinate.App, name: str, job: Job, cron: str) -> None:
     async def run(context: procrastinate.JobContext, timestamp: int) -> None:
         runtime: Runtime = context.additional_context["runtime"]
-        log.info("job %s: %s", name, await job(runtime))
+        counts = await job(runtime)
+        # Most runs find nothing to do; only runs that did something are worth a log line.
+        log.log(logging.INFO if any(counts.values()) else logging.DEBUG, "job %s: %s", name, counts)
 
     # queueing_lock: a job that is already waiting is not queued again behind itself.
     task = queue.task(name=name, queueing_lock=name, pass_context=True)(run)
     queue.periodic(cron=cron, periodic_id=name)(task)
-
-
-for _name, (_job, _cron) in SCHEDULE.items():
-    _register(_name, _job, _cron)
 
 
 async def run_job(name: str, runtime: Runtime) -> dict[str, int]:
@@ -109,14 +115,11 @@ async def run_job(name: str, runtime: Runtime) -> dict[str, int]:
 async def run_worker(runtime: Runtime, *, install_signal_handlers: bool) -> None:
     """Run the scheduler and job worker until cancelled (or signalled, standalone)."""
     assert runtime.settings.database_url is not None
-    connector = procrastinate.PsycopgConnector(
-        conninfo=libpq_url(runtime.settings.database_url), min_size=1, max_size=4
-    )
-    app = queue.with_connector(connector)
+    queue = build_queue(runtime.settings.database_url)
     options: dict[str, Any] = {
         "additional_context": {"runtime": runtime},
         "install_signal_handlers": install_signal_handlers,
         "name": "billing-worker",
     }
-    async with app.open_async():
-        await app.run_worker_async(**options)
+    async with queue.open_async():
+        await queue.run_worker_async(**options)
