@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from billing.config import Settings, describe_error
 from billing.db import EmbeddedPostgres, create_engine, session_factory, transaction
 from billing.models import AdminRole
+from billing.verify import Finding
 from billing.worker import JOB_NAMES, Runtime
 
 app = typer.Typer(help="Subscription billing of the online cinema.", no_args_is_help=True)
@@ -154,6 +155,37 @@ def jobs_run(
     with database(settings) as ready:
         counts = asyncio.run(run(ready))
     typer.echo(f"{name}: " + " ".join(f"{key}={value}" for key, value in counts.items()))
+
+
+@app.command()
+def verify() -> None:
+    """Check the database's invariants (money, periods, promo counts, outbox); exits 1 on
+    any finding."""
+    from billing.clock import SystemClock
+    from billing.verify import verify as run_checks
+
+    settings = load_settings()
+
+    async def check(url: str) -> list[Finding]:
+        engine = create_engine(url)
+        try:
+            async with session_factory(engine)() as session:
+                return await run_checks(
+                    session, now=SystemClock().now(), grace_period=settings.grace_period
+                )
+        finally:
+            await engine.dispose()
+
+    with database(settings) as ready:
+        assert ready.database_url is not None
+        findings = asyncio.run(check(ready.database_url))
+    for finding in findings:
+        typer.echo(f"FAIL {finding.check.name}: {finding.check.meaning}")
+        for row_id, description in finding.rows:
+            typer.echo(f"     {row_id}  {description}")
+    if findings:
+        raise typer.Exit(1)
+    typer.echo("OK: no findings")
 
 
 @app.command()

@@ -32,6 +32,7 @@ from billing.models import (
     Payment,
     PaymentStatus,
     Refund,
+    RefundStatus,
     Tariff,
 )
 from billing.outbox.service import EventType, add_event
@@ -292,7 +293,20 @@ async def settle_from_provider(
         elif remote.status == ProviderPaymentStatus.CANCELED:
             payment.status = PaymentStatus.CANCELED
     elif payment.status == PaymentStatus.SUCCEEDED and remote.refunded_amount >= payment.amount > 0:
-        # Refunded outside billing (the provider's dashboard): take the months back too.
+        # Refunded outside billing (the provider's dashboard): record it and take the months
+        # back as if the viewer had asked.
+        session.add(
+            Refund(
+                id=uuid.uuid4(),
+                payment_id=payment.id,
+                idempotence_key=uuid.uuid4(),
+                status=RefundStatus.SUCCEEDED,
+                amount=payment.amount,
+                currency=payment.currency,
+                created_at=now,
+                updated_at=now,
+            )
+        )
         await _apply_refund(session, payment, now=now)
 
 
