@@ -65,6 +65,13 @@ class EmbeddedPostgres:
         self._owned = False
 
     def start(self) -> str:
+        # platformdirs (used by pgserver) warns when XDG_RUNTIME_DIR is unset, as in
+        # containers and CI: harmless, and noise on every command.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self._start()
+
+    def _start(self) -> str:
         # Imported here: only the embedded mode needs pgserver.
         from pgserver import postgres_server
         from pgserver.utils import PostmasterInfo
@@ -77,10 +84,7 @@ class EmbeddedPostgres:
         )
         # cleanup_mode=None: pgserver's own reference counting by pid is left out; the
         # ownership rule above decides who stops the server.
-        with warnings.catch_warnings():
-            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): harmless.
-            warnings.simplefilter("ignore")
-            self._server = postgres_server.get_server(self.pgdata, cleanup_mode=None)
+        self._server = postgres_server.get_server(self.pgdata, cleanup_mode=None)
         uri: str = self._server.get_uri()
         return uri
 
