@@ -88,11 +88,8 @@ async def quote_for(
         if personal is not None and (personal.valid_until is None or personal.valid_until > now)
         else None
     )
-    rules = dict(
-        (await session.execute(select(DurationDiscount.months, DurationDiscount.percent)))
-        .tuples()
-        .all()
-    )
+    rows = await session.execute(select(DurationDiscount.months, DurationDiscount.percent))
+    rules = {months: percent for months, percent in rows}
 
     promo = None if promo_code is None else await find_promo_code(session, promo_code)
     terms = None if promo is None else await _usable_terms(session, promo, tariff, user_id, now)
