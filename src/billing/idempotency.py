@@ -13,7 +13,9 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fastapi import Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -96,6 +98,28 @@ async def run_once(
         raise
     await _keep(sessions, claimed, status, jsonable_encoder(answer))
     return status, answer
+
+
+async def respond_once(
+    request: Request,
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    owner: str,
+    key: str | None,
+    body: Any,
+    run: Callable[[], Awaitable[Answer]],
+) -> JSONResponse:
+    """:func:`run_once` for an endpoint: the request names the method and path."""
+    status, answer = await run_once(
+        sessions,
+        owner=owner,
+        key=key,
+        method=request.method,
+        path=request.url.path,
+        body=body,
+        run=run,
+    )
+    return JSONResponse(answer, status_code=status)
 
 
 async def _keep(

@@ -23,7 +23,7 @@ from billing.checkout.schemas import (
 from billing.config import Settings
 from billing.dependencies import ClockDep, SessionDep, SessionsDep, SettingsDep
 from billing.errors import Problem, not_found
-from billing.idempotency import run_once
+from billing.idempotency import respond_once
 from billing.models import Invoice, Payment, PaymentStatus
 from billing.schemas import Page
 
@@ -114,16 +114,9 @@ async def create_invoice(
             )
         return 201, invoice_out(invoice).model_dump(mode="json")
 
-    status, answer = await run_once(
-        sessions,
-        owner=str(user_id),
-        key=idempotency_key,
-        method="POST",
-        path=request.url.path,
-        body=body,
-        run=issue,
+    return await respond_once(
+        request, sessions, owner=str(user_id), key=idempotency_key, body=body, run=issue
     )
-    return JSONResponse(answer, status_code=status)
 
 
 @router.get("/invoices/{invoice_id}")
@@ -158,16 +151,9 @@ async def create_payment(
         )
         return 201, payment_out(payment, settings).model_dump(mode="json")
 
-    status, answer = await run_once(
-        sessions,
-        owner=str(user_id),
-        key=idempotency_key,
-        method="POST",
-        path=request.url.path,
-        body=request_body,
-        run=start,
+    return await respond_once(
+        request, sessions, owner=str(user_id), key=idempotency_key, body=request_body, run=start
     )
-    return JSONResponse(answer, status_code=status)
 
 
 @router.get("/invoices/{invoice_id}/checkout", status_code=303, response_class=Response)
@@ -251,16 +237,9 @@ async def refund(
         )
         return 200, payment_out(payment, settings).model_dump(mode="json")
 
-    status, answer = await run_once(
-        sessions,
-        owner=str(user_id),
-        key=idempotency_key,
-        method="POST",
-        path=request.url.path,
-        body=None,
-        run=refund_now,
+    return await respond_once(
+        request, sessions, owner=str(user_id), key=idempotency_key, body=None, run=refund_now
     )
-    return JSONResponse(answer, status_code=status)
 
 
 @router.post("/webhooks/{provider_name}", status_code=200)

@@ -1,7 +1,7 @@
 """Scheduler jobs of checkout: reconcile pending payments, expire unpaid invoices.
 
-Both claim bounded batches with ``FOR UPDATE SKIP LOCKED``: concurrent workers split the
-work, and a worker that dies mid-batch releases its rows with its transaction.
+Rows are claimed in bounded batches (``batches.for_each_claimed``): concurrent workers split
+the work, and a worker that dies mid-batch releases its rows with its transaction.
 """
 
 from __future__ import annotations
@@ -12,18 +12,17 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from billing.batches import for_each_claimed
 from billing.checkout.providers.base import PaymentProvider, ProviderError
 from billing.checkout.service import settle_from_provider
-from billing.db import transaction
 from billing.models import Invoice, InvoiceStatus, Payment, PaymentStatus
 from billing.pricing.service import release_promo_reservation
 
 log = logging.getLogger(__name__)
 
-# Provider calls happen while the batch is claimed, so batches stay small.
+# Provider calls happen while the batch is claimed, so these batches stay small.
 RECONCILE_BATCH = 50
 EXPIRE_BATCH = 500
-MAX_BATCHES = 100
 # A payment younger than this is probably still in the viewer's hands (or its webhook is on
 # its way): asking the provider about it would only add load.
 RECONCILE_AFTER = timedelta(minutes=1)
@@ -35,40 +34,33 @@ async def reconcile_payments(
     """Ask the provider about pending payments that got no confirmation, and settle them
     through the same code as the webhook and the confirm call."""
     report = {"checked": 0, "succeeded": 0, "canceled": 0, "unreachable": 0}
-    for _ in range(MAX_BATCHES):
-        async with transaction(sessions) as session:
-            batch = list(
-                await session.scalars(
-                    select(Payment)
-                    .where(
-                        Payment.status == PaymentStatus.PENDING,
-                        Payment.provider == provider.name,
-                        Payment.provider_payment_id.is_not(None),
-                        Payment.created_at <= now - RECONCILE_AFTER,
-                        Payment.updated_at < now,  # not checked yet in this run
-                    )
-                    .order_by(Payment.updated_at)  # the longest unchecked first
-                    .limit(RECONCILE_BATCH)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            for payment in batch:
-                report["checked"] += 1
-                payment.updated_at = now
-                assert payment.provider_payment_id is not None
-                try:
-                    remote = await provider.get_payment(
-                        payment.provider_payment_id, payment.provider_data
-                    )
-                except ProviderError as error:
-                    log.warning("reconcile: payment %s not checked: %s", payment.id, error)
-                    report["unreachable"] += 1
-                    continue
-                await settle_from_provider(session, payment, remote, now=now)
-                if payment.status != PaymentStatus.PENDING:
-                    report[payment.status] += 1
-        if len(batch) < RECONCILE_BATCH:
-            break
+
+    async def check(session: AsyncSession, payment: Payment) -> None:
+        report["checked"] += 1
+        payment.updated_at = now  # checked in this run: out of the query's reach
+        assert payment.provider_payment_id is not None
+        try:
+            remote = await provider.get_payment(payment.provider_payment_id, payment.provider_data)
+        except ProviderError as error:
+            log.warning("reconcile: payment %s not checked: %s", payment.id, error)
+            report["unreachable"] += 1
+            return
+        await settle_from_provider(session, payment, remote, now=now)
+        if payment.status != PaymentStatus.PENDING:
+            report[payment.status] += 1
+
+    unconfirmed = (
+        select(Payment)
+        .where(
+            Payment.status == PaymentStatus.PENDING,
+            Payment.provider == provider.name,
+            Payment.provider_payment_id.is_not(None),
+            Payment.created_at <= now - RECONCILE_AFTER,
+            Payment.updated_at < now,
+        )
+        .order_by(Payment.updated_at)  # the longest unchecked first
+    )
+    await for_each_claimed(sessions, unconfirmed, check, batch_size=RECONCILE_BATCH)
     return report
 
 
@@ -76,25 +68,20 @@ async def expire_invoices(
     sessions: async_sessionmaker[AsyncSession], *, now: datetime
 ) -> dict[str, int]:
     """Expire unpaid invoices past ``expires_at`` and release their promo reservations."""
-    expired = released = 0
-    for _ in range(MAX_BATCHES):
-        async with transaction(sessions) as session:
-            batch = list(
-                await session.scalars(
-                    select(Invoice)
-                    .where(Invoice.status == InvoiceStatus.OPEN, Invoice.expires_at <= now)
-                    .order_by(Invoice.expires_at)
-                    .limit(EXPIRE_BATCH)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            for invoice in batch:
-                invoice.status = InvoiceStatus.EXPIRED
-                if invoice.promo_code_id is not None and await release_promo_reservation(
-                    session, invoice.id
-                ):
-                    released += 1
-        expired += len(batch)
-        if len(batch) < EXPIRE_BATCH:
-            break
+    released = 0
+
+    async def expire(session: AsyncSession, invoice: Invoice) -> None:
+        nonlocal released
+        invoice.status = InvoiceStatus.EXPIRED
+        if invoice.promo_code_id is not None and await release_promo_reservation(
+            session, invoice.id
+        ):
+            released += 1
+
+    overdue = (
+        select(Invoice)
+        .where(Invoice.status == InvoiceStatus.OPEN, Invoice.expires_at <= now)
+        .order_by(Invoice.expires_at)
+    )
+    expired = await for_each_claimed(sessions, overdue, expire, batch_size=EXPIRE_BATCH)
     return {"expired": expired, "released": released}
