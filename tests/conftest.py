@@ -89,12 +89,20 @@ def clock() -> FrozenClock:
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+def provider_name() -> str:
+    """The payment provider of the app under test; tests that must pass with every provider
+    parametrise it (``tests.integration.checkout_helpers.both_providers``)."""
+    return "yookassa"
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, provider_name: str) -> Settings:
     return Settings(
         database_url=database_url,
         data_dir=tmp_path / "data",
         jwt_secret=TEST_JWT_SECRET,
         public_url="http://billing.test",
+        provider=provider_name,
     )
 
 

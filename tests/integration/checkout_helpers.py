@@ -1,16 +1,31 @@
-"""Shared steps of the checkout tests: a tariff to sell, a viewer, paying in the sandbox."""
+"""Shared steps of the checkout tests: a tariff to sell, a viewer, paying in the sandbox, and
+the provider's notifications as each provider sends them."""
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
+import pytest
+import stripe
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from billing.config import Settings
 from billing.models import OutboxEvent, Tariff
+
+PROVIDERS = ("yookassa", "stripe")
+# Runs a test once per provider: the ``provider_name`` fixture picks the app's provider.
+both_providers = pytest.mark.parametrize("provider_name", PROVIDERS)
+CHECKOUT_PAGES = {
+    "yookassa": "http://billing.test/sandbox/checkout/",
+    "stripe": "http://billing.test/sandbox/stripe/c/pay/",
+}
 
 
 async def add_tariff(
@@ -88,3 +103,70 @@ async def events(sessions: async_sessionmaker[AsyncSession], event_type: str) ->
 async def count(sessions: async_sessionmaker[AsyncSession], model: type) -> int:
     async with sessions() as session:
         return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+# --- notifications ----------------------------------------------------------------------------
+
+
+@dataclass
+class Delivery:
+    """One POST to billing's webhook, as the provider (or someone else) would send it."""
+
+    path: str
+    content: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    async def send(self, client: httpx.AsyncClient) -> httpx.Response:
+        return await client.post(self.path, content=self.content, headers=self.headers)
+
+
+def stripe_signed(
+    body: dict[str, Any], secret: str, *, timestamp: int | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """A body and its ``Stripe-Signature``, made with the official SDK's own signer."""
+    payload = json.dumps(body)
+    header = stripe.WebhookSignature.generate_signature_header(
+        payload, secret, timestamp=timestamp if timestamp is not None else int(time.time())
+    )
+    return payload.encode(), {"Content-Type": "application/json", "Stripe-Signature": header}
+
+
+def notification(
+    settings: Settings,
+    outcome: str,
+    provider_payment_id: str,
+    *,
+    secret: str | None = None,
+    event_id: str | None = None,
+) -> Delivery:
+    """A notification claiming the payment ``succeeded`` or was ``canceled``, in the provider's
+    format; Stripe's is signed with ``secret`` (by default the configured one, i.e. genuine)."""
+    if settings.provider == "yookassa":
+        body = {"type": "notification", "event": f"payment.{outcome}",
+                "object": {"id": provider_payment_id, "status": outcome,
+                           "paid": outcome == "succeeded",
+                           "amount": {"value": "499.00", "currency": "RUB"}}}  # fmt: skip
+        return Delivery("/api/v1/webhooks/yookassa", json.dumps(body).encode(),
+                        {"Content-Type": "application/json"})  # fmt: skip
+    completed = outcome == "succeeded"
+    event = {
+        "id": event_id or f"evt_test_{uuid.uuid4().hex}",
+        "object": "event",
+        "type": "checkout.session.completed" if completed else "checkout.session.expired",
+        "created": int(time.time()),
+        "data": {"object": {"id": provider_payment_id, "object": "checkout.session",
+                            "status": "complete" if completed else "expired",
+                            "payment_status": "paid" if completed else "unpaid",
+                            "amount_total": 49900, "currency": "rub"}},
+    }  # fmt: skip
+    content, headers = stripe_signed(event, secret or settings.stripe_webhook_secret)
+    return Delivery("/api/v1/webhooks/stripe", content, headers)
+
+
+def forged_notification(settings: Settings, provider_payment_id: str) -> tuple[Delivery, int]:
+    """What someone who is not the provider can send, and billing's answer to it: ЮKassa's
+    notifications are unsigned, so a forged one is accepted as a mere trigger (200); a Stripe
+    event not signed with billing's secret is refused (400)."""
+    if settings.provider == "yookassa":
+        return notification(settings, "succeeded", provider_payment_id), 200
+    return notification(settings, "succeeded", provider_payment_id, secret="whsec_forged"), 400

@@ -1,4 +1,5 @@
-"""The whole checkout flow through HTTP, with the built-in sandbox as the provider."""
+"""The whole checkout flow through HTTP, with the built-in sandbox as the provider — every
+test once with ЮKassa and once with Stripe."""
 
 from __future__ import annotations
 
@@ -12,12 +13,23 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.clock import FrozenClock
+from billing.config import Settings
 from billing.models import Invoice, Payment, PromoCode, Refund, Subscription
 from billing.subscriptions.periods import add_months
-from tests.integration.checkout_helpers import add_tariff, count, events, make_viewer
+from tests.integration.checkout_helpers import (
+    CHECKOUT_PAGES,
+    add_tariff,
+    both_providers,
+    count,
+    events,
+    forged_notification,
+    make_viewer,
+    notification,
+)
 
 Sessions = async_sessionmaker[AsyncSession]
 AuthHeaders = Callable[..., dict[str, str]]
+pytestmark = both_providers
 
 
 def at(value: str) -> datetime:
@@ -25,7 +37,11 @@ def at(value: str) -> datetime:
 
 
 async def test_pay_flow_extends_access_and_tells_everyone(
-    client: httpx.AsyncClient, auth_headers: AuthHeaders, sessions: Sessions, clock: FrozenClock
+    client: httpx.AsyncClient,
+    auth_headers: AuthHeaders,
+    sessions: Sessions,
+    clock: FrozenClock,
+    provider_name: str,
 ) -> None:
     tariff = await add_tariff(sessions, price=49900)
     viewer = make_viewer(client, auth_headers)
@@ -38,8 +54,8 @@ async def test_pay_flow_extends_access_and_tells_everyone(
     payment = await viewer.start_payment(invoice["id"])
     assert payment["status"] == "pending"
     assert payment["amount"] == 49900
-    assert payment["provider"] == "yookassa"
-    assert payment["confirmation_url"].startswith("http://billing.test/sandbox/checkout/")
+    assert payment["provider"] == provider_name
+    assert payment["confirmation_url"].startswith(CHECKOUT_PAGES[provider_name])
 
     redirect = await client.get(
         f"/api/v1/invoices/{invoice['id']}/checkout", headers=viewer.headers
@@ -114,7 +130,11 @@ async def test_pending_payment_is_confirmed_by_the_viewer_once(
 
 
 async def test_concurrent_confirmations_extend_exactly_once(
-    client: httpx.AsyncClient, auth_headers: AuthHeaders, sessions: Sessions, clock: FrozenClock
+    client: httpx.AsyncClient,
+    auth_headers: AuthHeaders,
+    sessions: Sessions,
+    clock: FrozenClock,
+    settings: Settings,
 ) -> None:
     tariff = await add_tariff(sessions)
     viewer = make_viewer(client, auth_headers)
@@ -123,11 +143,10 @@ async def test_concurrent_confirmations_extend_exactly_once(
     await viewer.press(payment, "pay", notify=False)
 
     confirm = f"/api/v1/payments/{payment['id']}/confirm"
-    webhook_body = {"type": "notification", "event": "payment.succeeded",
-                    "object": {"id": (await _provider_id(sessions, payment["id"]))}}  # fmt: skip
+    webhook = notification(settings, "succeeded", await _provider_id(sessions, payment["id"]))
     answers = await asyncio.gather(
         *(client.post(confirm, headers=viewer.headers) for _ in range(6)),
-        *(client.post("/api/v1/webhooks/yookassa", json=webhook_body) for _ in range(3)),
+        *(webhook.send(client) for _ in range(3)),
     )
     assert {response.status_code for response in answers} == {200}
 
@@ -145,28 +164,63 @@ async def _provider_id(sessions: Sessions, payment_id: str) -> str:
 
 
 async def test_a_forged_webhook_changes_nothing(
-    client: httpx.AsyncClient, auth_headers: AuthHeaders, sessions: Sessions
+    client: httpx.AsyncClient,
+    auth_headers: AuthHeaders,
+    sessions: Sessions,
+    settings: Settings,
+    provider_name: str,
 ) -> None:
     tariff = await add_tariff(sessions)
     viewer = make_viewer(client, auth_headers)
     invoice = await viewer.issue_invoice(tariff.id)
     payment = await viewer.start_payment(invoice["id"])  # not paid at the provider
-    forged = {
-        "type": "notification",
-        "event": "payment.succeeded",
-        "object": {"id": await _provider_id(sessions, payment["id"]), "status": "succeeded",
-                   "paid": True, "amount": {"value": "499.00", "currency": "RUB"}},
-    }  # fmt: skip
-    response = await client.post("/api/v1/webhooks/yookassa", json=forged)
-    assert response.status_code == 200  # accepted as a trigger…
+    provider_payment_id = await _provider_id(sessions, payment["id"])
+    forged, answer = forged_notification(settings, provider_payment_id)
+    response = await forged.send(client)
+    assert response.status_code == answer  # ЮKassa: accepted as a trigger; Stripe: unsigned
     assert (await viewer.payment(payment["id"]))["status"] == "pending"  # …but nothing changed
     assert await viewer.subscriptions() == []
+    # Even the provider's own word is only a trigger: the payment is re-read, still pending.
+    lying = await notification(settings, "succeeded", provider_payment_id).send(client)
+    assert lying.status_code == 200
+    assert (await viewer.payment(payment["id"]))["status"] == "pending"
+    assert await viewer.subscriptions() == []
 
-    garbage = await client.post("/api/v1/webhooks/yookassa", content=b"{not json")
+    webhook_url = f"/api/v1/webhooks/{provider_name}"
+    garbage = await client.post(webhook_url, content=b"{not json")
     assert garbage.status_code == 400
     assert garbage.json()["code"] == "invalid_notification"
-    unknown = await client.post("/api/v1/webhooks/paypal", json=forged)
+    unknown = await client.post("/api/v1/webhooks/paypal", content=forged.content)
     assert unknown.status_code == 404
+    other = next(name for name in CHECKOUT_PAGES if name != provider_name)
+    not_ours = await client.post(f"/api/v1/webhooks/{other}", content=forged.content)
+    assert not_ours.status_code == 404  # only the configured provider's webhook exists
+
+
+async def test_a_replayed_notification_settles_once(
+    client: httpx.AsyncClient,
+    auth_headers: AuthHeaders,
+    sessions: Sessions,
+    clock: FrozenClock,
+    settings: Settings,
+) -> None:
+    tariff = await add_tariff(sessions)
+    viewer = make_viewer(client, auth_headers)
+    invoice = await viewer.issue_invoice(tariff.id)
+    payment = await viewer.start_payment(invoice["id"])
+    await viewer.press(payment, "pay", notify=False)
+    genuine = notification(settings, "succeeded", await _provider_id(sessions, payment["id"]))
+
+    for _ in range(3):  # delivered, then replayed word for word
+        response = await genuine.send(client)
+        assert response.status_code == 200
+        assert response.json() == {"status": "accepted"}
+
+    assert (await viewer.payment(payment["id"]))["status"] == "succeeded"
+    [subscription] = await viewer.subscriptions()
+    assert at(subscription["current_period_end"]) == add_months(clock.now(), 1)
+    assert len(await events(sessions, "payment.succeeded")) == 1
+    assert len(await events(sessions, "role.grant")) == 1
 
 
 async def test_refund_within_the_window_takes_the_months_back(

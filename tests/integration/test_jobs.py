@@ -21,7 +21,7 @@ from billing.config import Settings
 from billing.models import AuditEntry, Invoice, PromoCode, PromoRedemption, Subscription, Tariff
 from billing.subscriptions.tasks import expire_subscriptions, remind_expiring
 from billing.worker import JOB_NAMES, Runtime, run_job
-from tests.integration.checkout_helpers import add_tariff, events, make_viewer
+from tests.integration.checkout_helpers import add_tariff, both_providers, events, make_viewer
 
 Sessions = async_sessionmaker[AsyncSession]
 AuthHeaders = Callable[..., dict[str, str]]
@@ -111,6 +111,7 @@ async def test_paying_during_grace_restarts_from_now(
     assert subscription.current_period_end > clock.now() + 27 * DAY
 
 
+@both_providers
 async def test_pending_payment_is_settled_by_reconciliation(
     app: FastAPI,
     client: httpx.AsyncClient,
@@ -146,6 +147,7 @@ async def test_pending_payment_is_settled_by_reconciliation(
     assert again == {"checked": 1, "succeeded": 0, "canceled": 0, "unreachable": 0}
 
 
+@both_providers
 async def test_two_workers_reconcile_each_payment_once(
     app: FastAPI,
     client: httpx.AsyncClient,

@@ -17,9 +17,13 @@ PRODUCT_TABLES = {
     "tariffs", "tariff_prices", "duration_discounts", "user_discounts", "promo_codes",
     "promo_code_tariffs", "promo_redemptions", "invoices", "payments", "refunds",
     "subscriptions", "outbox_events", "idempotency_keys", "admin_users", "audit_log",
+    "processed_webhook_events",
 }  # fmt: skip
-# The built-in ЮKassa sandbox's own records (billing.sandbox.models, on the same Base).
-SANDBOX_TABLES = {"sandbox_payments", "sandbox_refunds"}
+# The built-in sandbox's own records (billing.sandbox.models, on the same Base).
+SANDBOX_TABLES = {
+    "sandbox_payments", "sandbox_refunds", "sandbox_stripe_sessions", "sandbox_stripe_refunds",
+    "sandbox_stripe_idempotency_keys",
+}  # fmt: skip
 PROCRASTINATE_TABLES = {
     "procrastinate_jobs", "procrastinate_events", "procrastinate_periodic_defers",
     "procrastinate_workers",

@@ -15,19 +15,28 @@ from billing.clock import FrozenClock
 from billing.config import Settings
 from billing.models import Payment
 from tests.conftest import TEST_JWT_SECRET, LoopbackTransport
-from tests.integration.checkout_helpers import add_tariff, count, make_viewer
+from tests.integration.checkout_helpers import add_tariff, both_providers, count, make_viewer
+
+pytestmark = both_providers
+# Where each provider's "create a payment" goes when its API is at http://provider.test.
+CREATE_PAYMENT = {
+    "yookassa": "http://provider.test/v3/payments",
+    "stripe": "http://provider.test/v1/checkout/sessions",
+}
 
 
 @pytest.fixture
 async def client_with_remote_provider(
-    database_url: str, tmp_path: Path, clock: FrozenClock
+    database_url: str, tmp_path: Path, clock: FrozenClock, provider_name: str
 ) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
         database_url=database_url,
         data_dir=tmp_path,
         jwt_secret=TEST_JWT_SECRET,
         public_url="http://billing.test",
+        provider=provider_name,
         yookassa_api_url="http://provider.test/v3",
+        stripe_api_base="http://provider.test",
     )
     loopback = LoopbackTransport(public_host="billing.test")
     app = create_app(settings, clock=clock, outbound_transport=loopback)
@@ -44,8 +53,10 @@ async def test_provider_down_gives_503_and_writes_no_payment(
     client_with_remote_provider: httpx.AsyncClient,
     auth_headers: Callable[..., dict[str, str]],
     sessions: object,
+    provider_name: str,
 ) -> None:
-    respx_mock.post("http://provider.test/v3/payments").mock(return_value=httpx.Response(503))
+    create_payment = CREATE_PAYMENT[provider_name]
+    respx_mock.post(create_payment).mock(return_value=httpx.Response(503))
     tariff = await add_tariff(sessions)  # type: ignore[arg-type]
     viewer = make_viewer(client_with_remote_provider, auth_headers)
     invoice = await viewer.issue_invoice(tariff.id)
@@ -58,9 +69,7 @@ async def test_provider_down_gives_503_and_writes_no_payment(
     assert await count(sessions, Payment) == 0  # type: ignore[arg-type]
 
     # With a key, the failed attempt doesn't burn it: the retry really retries.
-    respx_mock.post("http://provider.test/v3/payments").mock(
-        side_effect=httpx.ConnectError("refused")
-    )
+    respx_mock.post(create_payment).mock(side_effect=httpx.ConnectError("refused"))
     keyed = {**viewer.headers, "Idempotency-Key": "k1"}
     url = f"/api/v1/invoices/{invoice['id']}/payments"
     first = await client_with_remote_provider.post(url, json={}, headers=keyed)

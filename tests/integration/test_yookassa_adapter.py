@@ -482,9 +482,3 @@ async def test_the_configured_address_and_credentials_are_used(tmp_path: Path) -
         route = mock.get(f"/payments/{PAYMENT_ID}").respond(200, json=pending_payment())
         await provider_from_settings(settings, client).get_payment(PAYMENT_ID)
     assert route.calls.last.request.headers["Authorization"] == basic("shop-7", "live_secret")
-
-
-def test_stripe_is_not_available_yet(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, provider="stripe")
-    with pytest.raises(ValueError, match="provider stripe is not available yet"):
-        provider_from_settings(settings, httpx.AsyncClient())

@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from billing.checkout import webhook_events
 from billing.checkout.providers.base import (
     PaymentProvider,
     ProviderError,
@@ -454,16 +455,28 @@ async def handle_notification(
     now: datetime,
 ) -> Payment | None:
     """A provider's notification is only a trigger: the payment it names is re-read from the
-    provider, so a forged body changes nothing. ``InvalidNotification`` propagates (400)."""
+    provider, so a forged body changes nothing. ``InvalidNotification`` propagates (400).
+
+    Numbered events (Stripe's) are remembered once handled, so a redelivery or a replay is
+    not even re-read; a failed one stays unremembered, so the provider's retry is handled.
+    """
     notification = provider.parse_notification(body, headers)
+    event_id = notification.event_id
+    if event_id is not None and await webhook_events.already_processed(
+        sessions, provider=provider.name, event_id=event_id
+    ):
+        return None
     async with sessions() as session:
-        payment_id = await session.scalar(
-            select(Payment.id).where(
-                Payment.provider == provider.name,
-                Payment.provider_payment_id == notification.provider_payment_id,
-            )
+        payment_id = await webhook_events.notified_payment_id(
+            session, provider=provider.name, reference=notification.provider_payment_id
         )
+    payment = None
     if payment_id is None:
         log.info("notification about unknown payment %s ignored", notification.provider_payment_id)
-        return None
-    return await sync_payment(sessions, provider, payment_id, now=now)
+    else:
+        payment = await sync_payment(sessions, provider, payment_id, now=now)
+    if event_id is not None:
+        await webhook_events.remember_processed(
+            sessions, provider=provider.name, event_id=event_id, now=now
+        )
+    return payment

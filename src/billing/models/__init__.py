@@ -21,6 +21,7 @@ from billing.models.pricing import (
     promo_code_tariffs,
 )
 from billing.models.subscriptions import Subscription, SubscriptionStatus
+from billing.models.webhooks import ProcessedWebhookEvent
 from billing.pricing.rules import DiscountSource
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "OutboxStatus",
     "Payment",
     "PaymentStatus",
+    "ProcessedWebhookEvent",
     "PromoCode",
     "PromoRedemption",
     "RedemptionStatus",

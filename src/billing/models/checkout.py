@@ -111,6 +111,12 @@ class Payment(Base):
             postgresql_where=text("status IN ('succeeded', 'refunded')"),
         ),
         Index("ix_payments_user_created", "user_id", "created_at"),
+        # Stripe's charge events name the payment intent, kept in provider_data.
+        Index(
+            "ix_payments_payment_intent",
+            text("(provider_data ->> 'payment_intent')"),
+            postgresql_where=text("provider_data ? 'payment_intent'"),
+        ),
         Index(
             "ix_payments_pending_created", "created_at", postgresql_where=text("status = 'pending'")
         ),

@@ -70,3 +70,87 @@ class SandboxRefund(Base):
     currency: Mapped[Currency]
     description: Mapped[str | None] = mapped_column(String(250))
     created_at: Mapped[datetime]
+
+
+# --- Stripe mode ----------------------------------------------------------------------------
+
+
+class SandboxStripeSessionStatus(StrEnum):
+    OPEN = "open"
+    COMPLETE = "complete"
+    EXPIRED = "expired"
+
+
+class SandboxStripeSession(Base):
+    """A Checkout Session, with the payment intent and the charge that paying it makes (the
+    sandbox's payments have exactly one of each, so they live on the session's row)."""
+
+    __tablename__ = "sandbox_stripe_sessions"
+    __table_args__ = (
+        one_of("status", SandboxStripeSessionStatus),
+        CheckConstraint("amount_total > 0", name="amount_positive"),
+        CheckConstraint(
+            "amount_refunded >= 0 AND amount_refunded <= amount_total",
+            name="refunded_within_amount",
+        ),
+        CheckConstraint(
+            "status <> 'complete' OR (payment_intent_id IS NOT NULL AND charge_id IS NOT NULL"
+            " AND paid_at IS NOT NULL)",
+            name="complete_is_charged",
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    amount_total: Mapped[Money]
+    currency: Mapped[str] = mapped_column(String(3))  # lower-case, as Stripe writes it
+    # [{"name", "unit_amount", "quantity"}]: what the checkout page lists.
+    line_items: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    client_reference_id: Mapped[str | None] = mapped_column(String(200))
+    merchant_metadata: Mapped[dict[str, str]] = mapped_column("metadata", JSONB)
+    payment_intent_metadata: Mapped[dict[str, str]] = mapped_column(JSONB)
+    payment_intent_description: Mapped[str | None] = mapped_column(Text)
+    success_url: Mapped[str | None] = mapped_column(Text)
+    cancel_url: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    payment_intent_id: Mapped[str | None] = mapped_column(String(40), unique=True)
+    charge_id: Mapped[str | None] = mapped_column(String(40), unique=True)
+    paid_at: Mapped[datetime | None]
+    amount_refunded: Mapped[Money]
+
+
+class SandboxStripeRefundStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+
+
+class SandboxStripeRefund(Base):
+    __tablename__ = "sandbox_stripe_refunds"
+    __table_args__ = (
+        one_of("status", SandboxStripeRefundStatus),
+        CheckConstraint("amount > 0", name="amount_positive"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sandbox_stripe_sessions.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[Money]
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str | None] = mapped_column(String(32))
+    merchant_metadata: Mapped[dict[str, str]] = mapped_column("metadata", JSONB)
+    created_at: Mapped[datetime]
+
+
+class SandboxStripeIdempotencyKey(Base):
+    """Stripe's ``Idempotency-Key``: the first successful answer under a key, replayed for the
+    same request again. The row is claimed and answered in one transaction, so no other
+    transaction ever sees it unanswered."""
+
+    __tablename__ = "sandbox_stripe_idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(255))  # "POST /v1/refunds"
+    request_digest: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None]
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime]

@@ -1,0 +1,446 @@
+"""Stripe's shapes as the sandbox reads and writes them: form-encoded requests with nested
+keys, Stripe's JSON objects and its error bodies (https://docs.stripe.com/api).
+
+Requests are checked the way Stripe does it — a missing or unusable parameter is a 400
+``invalid_request_error`` naming the ``param`` in Stripe's bracket spelling — and parameters
+the sandbox does not emulate (``customer_email``, ``locale``…) are ignored, as the ЮKassa
+sandbox ignores what it does not emulate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import string
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+import stripe
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from billing.sandbox.models import (
+    SandboxStripeRefund,
+    SandboxStripeSession,
+    SandboxStripeSessionStatus,
+)
+
+# Stripe's limit on a charge, in minor units (99 999 999: eight digits).
+MAX_AMOUNT = 99_999_999
+MAX_FIELDS = 1000
+MAX_DEPTH = 6
+MAX_INDEX = 999
+_ALPHABET = string.ascii_letters + string.digits
+_KEY = re.compile(r"([^\[\]]+)((?:\[[^\[\]]*\])*)")
+_SEGMENT = re.compile(r"\[([^\[\]]*)\]")
+# What the sandbox's ids look like (and Stripe's: a prefix, then letters and digits).
+OBJECT_ID = re.compile(r"[a-z]{2,4}_[A-Za-z0-9_]{1,76}")
+SANDBOX_CARD = {"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2034,
+                "country": "US", "funding": "credit"}  # fmt: skip
+
+
+def new_id(prefix: str, length: int = 24) -> str:
+    """``pi_3Mtw…``-like: the prefix and random letters and digits."""
+    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def new_session_id() -> str:
+    return new_id("cs_test_", 58)
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class StripeApiError(Exception):
+    """An error answered in Stripe's shape: ``{"error": {"type", "code", "message", "param",
+    "doc_url"}}`` with its HTTP status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"type": self.type, "message": self.message}
+        if self.code is not None:
+            error["code"] = self.code
+            error["doc_url"] = f"https://stripe.com/docs/error-codes/{self.code.replace('_', '-')}"
+        if self.param is not None:
+            error["param"] = self.param
+        return {"error": error}
+
+
+def invalid_request(
+    message: str, *, param: str | None = None, code: str | None = None, status: int = 400
+) -> StripeApiError:
+    return StripeApiError(status, message, code=code, param=param)
+
+
+def no_such(what: str, object_id: str, param: str, *, status: int = 404) -> StripeApiError:
+    """404 for the object a URL names; 400 for one a parameter names."""
+    return StripeApiError(
+        status, f"No such {what}: '{object_id}'", code="resource_missing", param=param
+    )
+
+
+def idempotency_error(message: str) -> StripeApiError:
+    return StripeApiError(400, message, type="idempotency_error")
+
+
+def missing_api_key() -> StripeApiError:
+    return StripeApiError(
+        401,
+        "You did not provide an API key. You need to provide your API key in the Authorization"
+        " header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+    )
+
+
+def invalid_api_key(given: str) -> StripeApiError:
+    # Stripe shows the key's prefix and its last four characters, never more.
+    prefix = re.match(r"[a-z]{2}_(test_|live_)?", given)
+    shown = (prefix.group(0) if prefix else "") + "*" * 8 + given[-4:] if len(given) > 8 else ""
+    return StripeApiError(401, f"Invalid API Key provided: {shown or '****'}")
+
+
+# --- form encoding --------------------------------------------------------------------------
+
+
+def parse_form(raw: bytes) -> dict[str, Any]:
+    """Stripe's form encoding → nested values: ``a[b][0][c]=1`` → ``{"a": {"b": [{"c":
+    "1"}]}}``, ``expand[]=x&expand[]=y`` → ``{"expand": ["x", "y"]}``; a repeated plain key
+    keeps its last value. Every leaf is a string, as sent."""
+    try:
+        text = raw.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FIELDS)
+    except UnicodeDecodeError:
+        raise invalid_request("The request is not valid UTF-8.") from None
+    except ValueError:
+        raise invalid_request(f"Too many parameters: at most {MAX_FIELDS}.") from None
+    tree: dict[Any, Any] = {}
+    for key, value in pairs:
+        if "\x00" in key or "\x00" in value:
+            raise invalid_request("Parameters may not contain NUL characters.", param=key[:64])
+        match = _KEY.fullmatch(key)
+        if match is None:
+            raise invalid_request(f"Invalid parameter name: {key[:64]}", param=key[:64])
+        path: list[str] = [match[1], *_SEGMENT.findall(match[2])]
+        if len(path) > MAX_DEPTH:
+            raise invalid_request("Parameters are nested too deeply.", param=key[:64])
+        _put(tree, path, value, key)
+    return {name: _arrays(node, name) for name, node in tree.items()}
+
+
+def _put(tree: dict[Any, Any], path: list[str], value: str, key: str) -> None:
+    node = tree
+    for depth, segment in enumerate(path):
+        name: str | int = segment
+        if depth and segment == "":  # ``[]``: the next element
+            name = sum(isinstance(existing, int) for existing in node)
+        elif depth and segment.isdigit():
+            if len(segment) > 3 or int(segment) > MAX_INDEX:
+                raise invalid_request("Array index too large.", param=key[:64])
+            name = int(segment)
+        if depth == len(path) - 1:
+            if isinstance(node.get(name), dict):
+                raise invalid_request(f"Invalid value for {key[:64]}: expected an object.",
+                                      param=key[:64])  # fmt: skip
+            node[name] = value
+            return
+        child = node.setdefault(name, {})
+        if not isinstance(child, dict):
+            raise invalid_request(f"Invalid value for {key[:64]}: expected a string.",
+                                  param=key[:64])  # fmt: skip
+        node = child
+
+
+def _arrays(node: Any, param: str) -> Any:
+    """Objects whose keys are all indexes are arrays (indexes 0…n-1, as Stripe requires)."""
+    if not isinstance(node, dict):
+        return node
+    keys = list(node)
+    if keys and all(isinstance(key, int) for key in keys):
+        if sorted(keys) != list(range(len(keys))):
+            raise invalid_request("Invalid array", param=param)
+        return [_arrays(node[index], f"{param}[{index}]") for index in range(len(keys))]
+    if any(isinstance(key, int) for key in keys):
+        raise invalid_request("Invalid object: mixes indexes and names", param=param)
+    return {key: _arrays(value, f"{param}[{key}]") for key, value in node.items()}
+
+
+def digest(params: dict[str, Any]) -> str:
+    """Tells "the same request again" from "another request under the same key"."""
+    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def param_name(location: Sequence[str | int]) -> str:
+    """``("line_items", 0, "price_data")`` → ``line_items[0][price_data]``."""
+    head, *rest = [str(part) for part in location] or [""]
+    return head + "".join(f"[{part}]" for part in rest)
+
+
+def _drop_empty(params: Any, path: tuple[str | int, ...] = ()) -> Any:
+    """Stripe reads an empty value as "unset": fine in metadata, refused elsewhere."""
+    if isinstance(params, dict):
+        return {k: _drop_empty(v, (*path, k)) for k, v in params.items()
+                if not (v == "" and "metadata" in (*path, k))}  # fmt: skip
+    if isinstance(params, list):
+        return [_drop_empty(v, (*path, i)) for i, v in enumerate(params)]
+    if params == "":
+        name = param_name(path)
+        raise invalid_request(
+            f"You passed an empty string for '{name}'. We assume empty values are an attempt to"
+            f" unset a parameter; however '{name}' cannot be unset. You should remove '{name}'"
+            " from your request or supply a non-empty value.",
+            param=name,
+            code="parameter_invalid_empty",
+        )
+    return params
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ValueError("Not a valid URL")
+    return value
+
+
+def _metadata(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > 50 or any(len(k) > 40 or len(v) > 500 for k, v in value.items()):
+        raise ValueError("up to 50 keys, names up to 40 characters, values up to 500")
+    return value
+
+
+Url = Annotated[str, Field(max_length=5000), AfterValidator(_url)]
+Metadata = Annotated[dict[str, str], AfterValidator(_metadata)]
+
+
+class _Form(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ProductDataIn(_Form):
+    name: str = Field(max_length=250)
+
+
+class PriceDataIn(_Form):
+    currency: str = Field(pattern=r"^[A-Za-z]{3}$")
+    unit_amount: int = Field(ge=0, le=MAX_AMOUNT)
+    product_data: ProductDataIn
+
+
+class LineItemIn(_Form):
+    price: str | None = None  # a Price object's id: not emulated
+    price_data: PriceDataIn | None = None
+    quantity: int = Field(ge=1, le=MAX_AMOUNT)
+
+
+class PaymentIntentDataIn(_Form):
+    description: str | None = Field(default=None, max_length=1000)
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class SessionIn(_Form):
+    # Subscriptions and setup sessions are not emulated; billing sells months at once.
+    mode: Literal["payment"]
+    line_items: list[LineItemIn] = Field(min_length=1, max_length=100)
+    success_url: Url | None = None
+    cancel_url: Url | None = None
+    client_reference_id: str | None = Field(default=None, max_length=200)
+    expires_at: int | None = Field(default=None, ge=0, le=2**40)
+    metadata: Metadata = Field(default_factory=dict)
+    payment_intent_data: PaymentIntentDataIn = Field(default_factory=PaymentIntentDataIn)
+    expand: list[str] = Field(default_factory=list, max_length=20)
+
+
+class RefundIn(_Form):
+    payment_intent: str | None = None
+    charge: str | None = None
+    amount: int | None = Field(default=None, ge=1, le=MAX_AMOUNT)
+    reason: Literal["duplicate", "fraudulent", "requested_by_customer"] | None = None
+    metadata: Metadata = Field(default_factory=dict)
+    expand: list[str] = Field(default_factory=list, max_length=20)
+
+
+class ReadIn(_Form):
+    expand: list[str] = Field(default_factory=list, max_length=20)
+
+
+_Model = TypeVar("_Model", bound=_Form)
+
+
+def parse_params(model: type[_Model], raw: bytes) -> tuple[_Model, str]:
+    """The request and its digest, or Stripe's 400 naming the first unusable param."""
+    params = _drop_empty(parse_form(raw))
+    try:
+        request = model.model_validate(params)
+    except ValidationError as error:
+        raise _as_stripe_error(error) from None
+    return request, digest(params)
+
+
+def _as_stripe_error(error: ValidationError) -> StripeApiError:
+    first = error.errors()[0]
+    name = param_name(first["loc"])
+    kind, message = first["type"], str(first["msg"]).removeprefix("Value error, ")
+    if kind == "missing":
+        return invalid_request(f"Missing required param: {name}.", param=name,
+                               code="parameter_missing")  # fmt: skip
+    if kind.startswith("int_"):
+        return invalid_request(f"Invalid integer: {str(first['input'])[:64]}", param=name,
+                               code="parameter_invalid_integer")  # fmt: skip
+    if kind == "dict_type":
+        return invalid_request("Invalid object", param=name)
+    if kind == "list_type":
+        return invalid_request("Invalid array", param=name)
+    return invalid_request(f"Invalid {name}: {message}", param=name)
+
+
+# --- objects --------------------------------------------------------------------------------
+
+
+def unix(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def checkout_url(public_url: str, session_id: str) -> str:
+    """Where the viewer pays (Stripe's is ``https://checkout.stripe.com/c/pay/cs_…``)."""
+    return f"{public_url}/sandbox/stripe/c/pay/{session_id}"
+
+
+def session_object(
+    session: SandboxStripeSession, *, public_url: str, expand: Sequence[str] = ()
+) -> dict[str, Any]:
+    """A Checkout Session as ``GET /v1/checkout/sessions/{id}`` shows it."""
+    complete = session.status == SandboxStripeSessionStatus.COMPLETE
+    intent: Any = session.payment_intent_id
+    # Expanding a path expands every object along it.
+    if intent is not None and any(path.split(".")[0] == "payment_intent" for path in expand):
+        intent = payment_intent_object(
+            session, expand=["latest_charge"] if "payment_intent.latest_charge" in expand else []
+        )
+    return {
+        "id": session.id,
+        "object": "checkout.session",
+        "amount_subtotal": session.amount_total,
+        "amount_total": session.amount_total,
+        "cancel_url": session.cancel_url,
+        "client_reference_id": session.client_reference_id,
+        "created": unix(session.created_at),
+        "currency": session.currency,
+        "customer": None,
+        "expires_at": unix(session.expires_at),
+        "livemode": False,
+        "metadata": session.merchant_metadata,
+        "mode": "payment",
+        "payment_intent": intent,
+        "payment_method_types": ["card"],
+        "payment_status": "paid" if complete else "unpaid",
+        "status": session.status,
+        "success_url": session.success_url,
+        "url": (
+            checkout_url(public_url, session.id)
+            if session.status == SandboxStripeSessionStatus.OPEN
+            else None
+        ),
+    }
+
+
+def payment_intent_object(
+    session: SandboxStripeSession, *, expand: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The PaymentIntent paying the session made (only a paid session has one)."""
+    assert session.paid_at is not None
+    return {
+        "id": session.payment_intent_id,
+        "object": "payment_intent",
+        "amount": session.amount_total,
+        "amount_received": session.amount_total,
+        "created": unix(session.paid_at),
+        "currency": session.currency,
+        "description": session.payment_intent_description,
+        "latest_charge": charge_object(session) if "latest_charge" in expand else session.charge_id,
+        "livemode": False,
+        "metadata": session.payment_intent_metadata,
+        "payment_method_types": ["card"],
+        "status": "succeeded",
+    }
+
+
+def charge_object(session: SandboxStripeSession) -> dict[str, Any]:
+    """The charge of the session's payment intent; Stripe copies the intent's metadata onto
+    it when the intent is confirmed."""
+    assert session.paid_at is not None
+    return {
+        "id": session.charge_id,
+        "object": "charge",
+        "amount": session.amount_total,
+        "amount_captured": session.amount_total,
+        "amount_refunded": session.amount_refunded,
+        "captured": True,
+        "created": unix(session.paid_at),
+        "currency": session.currency,
+        "description": session.payment_intent_description,
+        "livemode": False,
+        "metadata": session.payment_intent_metadata,
+        "paid": True,
+        "payment_intent": session.payment_intent_id,
+        "payment_method_details": {"type": "card", "card": SANDBOX_CARD},
+        "refunded": session.amount_refunded == session.amount_total,
+        "status": "succeeded",
+    }
+
+
+def refund_object(refund: SandboxStripeRefund, session: SandboxStripeSession) -> dict[str, Any]:
+    return {
+        "id": refund.id,
+        "object": "refund",
+        "amount": refund.amount,
+        "charge": session.charge_id,
+        "created": unix(refund.created_at),
+        "currency": refund.currency,
+        "metadata": refund.merchant_metadata,
+        "payment_intent": session.payment_intent_id,
+        "reason": refund.reason,
+        "status": refund.status,
+    }
+
+
+def event(kind: str, subject: dict[str, Any], *, created: datetime) -> dict[str, Any]:
+    """What Stripe POSTs to a webhook endpoint: an ``event`` wrapping the object as it is."""
+    return {
+        "id": new_id("evt_"),
+        "object": "event",
+        "api_version": stripe.api_version,  # the version the installed SDK speaks
+        "created": unix(created),
+        "data": {"object": subject},
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": kind,
+    }
+
+
+def check_expand(expand: Sequence[str], allowed: set[str]) -> list[str]:
+    for index, path in enumerate(expand):
+        if path not in allowed:
+            raise invalid_request(f"This property cannot be expanded ({path[:64]}).",
+                                  param=f"expand[{index}]")  # fmt: skip
+    return list(expand)

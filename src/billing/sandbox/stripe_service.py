@@ -1,0 +1,330 @@
+"""What the emulated Stripe does with its own records: Checkout Sessions, the viewer's
+decision, refunds, idempotency keys.
+
+Two clocks, on purpose. Timestamps in objects (``created``, the charge's ``created`` that
+billing takes as the payment time) come from the app's clock, so a test that moves time moves
+them too. Protocol time — the 30 min–24 h window of ``expires_at`` and when an open session
+expires — is the real clock, as at Stripe: the adapter computes ``expires_at`` from real
+time, and webhook signatures are checked against real time by the SDK. In production the
+two are the same clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from billing.db import transaction
+from billing.sandbox.models import (
+    SandboxStripeIdempotencyKey,
+    SandboxStripeRefund,
+    SandboxStripeRefundStatus,
+    SandboxStripeSession,
+    SandboxStripeSessionStatus,
+)
+from billing.sandbox.stripe_schemas import (
+    MAX_AMOUNT,
+    RefundIn,
+    SessionIn,
+    idempotency_error,
+    invalid_request,
+    new_id,
+    new_session_id,
+    no_such,
+)
+
+Sessions = async_sessionmaker[AsyncSession]
+MIN_LIFETIME = timedelta(minutes=30)
+MAX_LIFETIME = timedelta(hours=24)
+
+
+class Decision(StrEnum):
+    """The two buttons of the checkout page."""
+
+    PAY = "pay"
+    DECLINE = "decline"
+
+
+# --- idempotency ----------------------------------------------------------------------------
+
+
+async def idempotent(
+    sessions: Sessions,
+    *,
+    key: str | None,
+    endpoint: str,
+    request_digest: str,
+    now: datetime,
+    run: Callable[[AsyncSession], Awaitable[dict[str, Any]]],
+) -> tuple[dict[str, Any], bool]:
+    """Run a POST once per ``Idempotency-Key``: answers the object and whether it is a replay.
+
+    The key is claimed and answered in the transaction that does the work, so a concurrent
+    request with the same key waits on the claim and then replays the answer; a request that
+    fails (a 4xx) rolls its claim back and leaves the key free, as Stripe does for a request
+    refused before it ran.
+    """
+    async with transaction(sessions) as session:
+        if key is not None:
+            claimed = await session.scalar(
+                insert(SandboxStripeIdempotencyKey)
+                .values(key=key, endpoint=endpoint, request_digest=request_digest, created_at=now)
+                .on_conflict_do_nothing(index_elements=["key"])
+                .returning(SandboxStripeIdempotencyKey.key)
+            )
+            if claimed is None:
+                return _replay(await session.get_one(SandboxStripeIdempotencyKey, key),
+                               endpoint, request_digest), True  # fmt: skip
+        answer = await run(session)
+        if key is not None:
+            await session.execute(
+                update(SandboxStripeIdempotencyKey)
+                .where(SandboxStripeIdempotencyKey.key == key)
+                .values(status_code=200, response=answer)
+            )
+        return answer, False
+
+
+def _replay(row: SandboxStripeIdempotencyKey, endpoint: str, request_digest: str) -> dict[str, Any]:
+    if row.endpoint != endpoint:
+        raise idempotency_error(
+            "Keys for idempotent requests can only be used for the same endpoint they were first"
+            f" used for ('{row.endpoint}' vs '{endpoint}'). Try using a key other than"
+            f" '{row.key}' if you meant to execute a different request."
+        )
+    if row.request_digest != request_digest:
+        raise idempotency_error(
+            "Keys for idempotent requests can only be used with the same parameters they were"
+            f" first used with. Try using a key other than '{row.key}' if you meant to execute"
+            " a different request."
+        )
+    if row.response is None:  # cannot be: claimed and answered in one transaction
+        raise RuntimeError("an idempotency key without its answer")
+    return row.response
+
+
+# --- Checkout Sessions ----------------------------------------------------------------------
+
+
+async def create_session(
+    session: AsyncSession, request: SessionIn, *, now: datetime, real_now: datetime
+) -> SandboxStripeSession:
+    items: list[dict[str, Any]] = []
+    currencies: set[str] = set()
+    for index, item in enumerate(request.line_items):
+        if item.price is not None:
+            raise no_such("price", item.price[:64], f"line_items[{index}][price]", status=400)
+        if item.price_data is None:
+            raise invalid_request(
+                f"Missing required param: line_items[{index}][price_data].",
+                param=f"line_items[{index}][price_data]", code="parameter_missing",
+            )  # fmt: skip
+        price = item.price_data
+        currencies.add(price.currency.lower())
+        items.append({"name": price.product_data.name, "unit_amount": price.unit_amount,
+                      "quantity": item.quantity})  # fmt: skip
+    if len(currencies) > 1:
+        raise invalid_request("All line items must use the same currency.", param="line_items")
+    total = sum(item["unit_amount"] * item["quantity"] for item in items)
+    if total < 1:
+        raise invalid_request("The Checkout Session's total amount due must be at least 1.",
+                              code="amount_too_small")  # fmt: skip
+    if total > MAX_AMOUNT:
+        raise invalid_request(f"The total amount due must be at most {MAX_AMOUNT}.",
+                              code="amount_too_large")  # fmt: skip
+    expires_at = _expiry(request.expires_at, real_now)
+    created: SandboxStripeSession | None = await session.scalar(
+        insert(SandboxStripeSession)
+        .values(
+            id=new_session_id(),
+            status=SandboxStripeSessionStatus.OPEN,
+            amount_total=total,
+            currency=currencies.pop(),
+            line_items=items,
+            client_reference_id=request.client_reference_id,
+            merchant_metadata=request.metadata,
+            payment_intent_metadata=request.payment_intent_data.metadata,
+            payment_intent_description=request.payment_intent_data.description,
+            success_url=request.success_url,
+            cancel_url=request.cancel_url,
+            expires_at=expires_at,
+            created_at=now,
+            amount_refunded=0,
+        )
+        .returning(SandboxStripeSession)
+    )
+    assert created is not None
+    return created
+
+
+def _expiry(expires_at: int | None, real_now: datetime) -> datetime:
+    if expires_at is None:
+        return real_now + MAX_LIFETIME  # Stripe's default
+    moment = datetime.fromtimestamp(expires_at, UTC)
+    if moment < real_now + MIN_LIFETIME:
+        raise invalid_request("The `expires_at` timestamp must be at least 30 minutes from"
+                              " Checkout Session creation.", param="expires_at")  # fmt: skip
+    if moment > real_now + MAX_LIFETIME:
+        raise invalid_request("The `expires_at` timestamp must be less than 24 hours from"
+                              " Checkout Session creation.", param="expires_at")  # fmt: skip
+    return moment
+
+
+async def find_session(sessions: Sessions, session_id: str) -> SandboxStripeSession | None:
+    async with sessions() as session:
+        return await session.get(SandboxStripeSession, session_id)
+
+
+async def find_by_payment_intent(sessions: Sessions, intent_id: str) -> SandboxStripeSession | None:
+    async with sessions() as session:
+        found: SandboxStripeSession | None = await session.scalar(
+            select(SandboxStripeSession).where(SandboxStripeSession.payment_intent_id == intent_id)
+        )
+        return found
+
+
+async def expire_if_due(
+    sessions: Sessions, session_id: str, *, real_now: datetime
+) -> SandboxStripeSession | None:
+    """An open session past its ``expires_at`` expires (Stripe does it on its own; the
+    sandbox when the session is next looked at). Answers the session if this call expired
+    it, for the ``checkout.session.expired`` event."""
+    async with transaction(sessions) as session:
+        expired: SandboxStripeSession | None = await session.scalar(
+            update(SandboxStripeSession)
+            .where(
+                SandboxStripeSession.id == session_id,
+                SandboxStripeSession.status == SandboxStripeSessionStatus.OPEN,
+                SandboxStripeSession.expires_at <= real_now,
+            )
+            .values(status=SandboxStripeSessionStatus.EXPIRED)
+            .returning(SandboxStripeSession)
+            .execution_options(synchronize_session=False)
+        )
+        return expired
+
+
+async def expire(session: AsyncSession, session_id: str) -> SandboxStripeSession:
+    """``POST /v1/checkout/sessions/{id}/expire``: only an open session can be expired."""
+    found = await session.scalar(
+        select(SandboxStripeSession)
+        .where(SandboxStripeSession.id == session_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if found is None:
+        raise no_such("checkout.session", session_id, "session")
+    if found.status != SandboxStripeSessionStatus.OPEN:
+        raise invalid_request(
+            f'Only Checkout Sessions with a status in ["open"] can be expired; this one is'
+            f" {found.status}."
+        )
+    found.status = SandboxStripeSessionStatus.EXPIRED
+    return found
+
+
+async def decide(
+    sessions: Sessions, session_id: str, decision: Decision, *, now: datetime, real_now: datetime
+) -> tuple[SandboxStripeSession | None, bool]:
+    """*Pay* completes an open session (its payment intent and charge are made now);
+    *Decline* — the viewer gives up — expires it, as Stripe does when a session is abandoned.
+
+    Answers the session and whether this press changed it; a second press (or a race of
+    two) finds it no longer open and changes nothing.
+    """
+    if decision == Decision.PAY:
+        changes: dict[str, Any] = {
+            "status": SandboxStripeSessionStatus.COMPLETE,
+            "payment_intent_id": new_id("pi_"),
+            "charge_id": new_id("ch_"),
+            "paid_at": now,
+        }
+    else:
+        changes = {"status": SandboxStripeSessionStatus.EXPIRED}
+    async with transaction(sessions) as session:
+        changed: SandboxStripeSession | None = await session.scalar(
+            update(SandboxStripeSession)
+            .where(
+                SandboxStripeSession.id == session_id,
+                SandboxStripeSession.status == SandboxStripeSessionStatus.OPEN,
+                SandboxStripeSession.expires_at > real_now,
+            )
+            .values(**changes)
+            .returning(SandboxStripeSession)
+            .execution_options(synchronize_session=False)
+        )
+        if changed is not None:
+            return changed, True
+        return await session.get(SandboxStripeSession, session_id), False
+
+
+# --- refunds --------------------------------------------------------------------------------
+
+
+async def create_refund(
+    session: AsyncSession, request: RefundIn, *, now: datetime
+) -> tuple[SandboxStripeRefund, SandboxStripeSession]:
+    """Refund (part of) a paid session's charge, never more than is left of it. The session
+    is locked, so concurrent refunds of one payment add up correctly."""
+    if request.payment_intent is not None and request.charge is not None:
+        raise invalid_request("You cannot pass both charge and payment_intent.")
+    if request.payment_intent is not None:
+        column, object_id, what = (
+            SandboxStripeSession.payment_intent_id, request.payment_intent, "payment_intent"
+        )  # fmt: skip
+    elif request.charge is not None:
+        column, object_id, what = SandboxStripeSession.charge_id, request.charge, "charge"
+    else:
+        raise invalid_request(
+            "One of the following params should be provided for this request: payment_intent"
+            " or charge.",
+            code="parameter_missing",
+        )
+    paid = await session.scalar(
+        select(SandboxStripeSession)
+        .where(column == object_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if paid is None:
+        raise no_such(what, object_id[:64], what, status=400)
+    left = paid.amount_total - paid.amount_refunded
+    if left == 0:
+        raise invalid_request(f"Charge {paid.charge_id} has already been refunded.",
+                              code="charge_already_refunded")  # fmt: skip
+    amount = request.amount if request.amount is not None else left
+    if amount > left:
+        raise invalid_request(
+            f"Refund amount ({amount}) is greater than unrefunded amount on charge ({left})",
+            param="amount", code="amount_too_large",
+        )  # fmt: skip
+    refund = SandboxStripeRefund(
+        id=new_id("re_"),
+        session_id=paid.id,
+        status=SandboxStripeRefundStatus.SUCCEEDED,
+        amount=amount,
+        currency=paid.currency,
+        reason=request.reason,
+        merchant_metadata=request.metadata,
+        created_at=now,
+    )
+    session.add(refund)
+    paid.amount_refunded += amount
+    await session.flush()
+    return refund, paid
+
+
+async def find_refund(
+    sessions: Sessions, refund_id: str
+) -> tuple[SandboxStripeRefund, SandboxStripeSession] | None:
+    async with sessions() as session:
+        refund = await session.get(SandboxStripeRefund, refund_id)
+        if refund is None:
+            return None
+        return refund, await session.get_one(SandboxStripeSession, refund.session_id)
