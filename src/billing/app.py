@@ -1,4 +1,4 @@
-"""The FastAPI application: routers, error handlers, metrics, lifespan."""
+"""The FastAPI application: routers, the admin panel, error handlers, metrics, lifespan."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from fastapi import FastAPI
 
 from billing import health
 from billing.admin import endpoints as admin_endpoints
+from billing.admin.panel import mount_admin_panel
 from billing.catalog import endpoints as catalog_endpoints
+from billing.checkout import admin_endpoints as checkout_admin_endpoints
 from billing.checkout import endpoints as checkout_endpoints
 from billing.checkout.providers.registry import provider_from_settings
 from billing.clock import Clock, SystemClock
@@ -22,6 +24,8 @@ from billing.metrics import MetricsMiddleware, metrics_endpoint
 from billing.outbox import endpoints as outbox_endpoints
 from billing.pricing import endpoints as pricing_endpoints
 from billing.sandbox import endpoints as sandbox_endpoints
+from billing.sandbox import stripe_endpoints as sandbox_stripe_endpoints
+from billing.subscriptions import admin_endpoints as subscription_admin_endpoints
 from billing.subscriptions import endpoints as subscription_endpoints
 
 API_PREFIX = "/api/v1"
@@ -44,13 +48,13 @@ def create_app(
     """
     if settings.database_url is None:
         raise ValueError("create_app needs a database URL (the CLI starts the embedded one)")
-    database_url = settings.database_url
+    # Made here rather than in the lifespan because the admin panel needs it when mounted;
+    # an engine connects only when first used, so this opens nothing yet.
+    engine = create_engine(settings.database_url)
+    sessions = session_factory(engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(database_url)
-        app.state.engine = engine
-        app.state.sessions = session_factory(engine)
         async with httpx.AsyncClient(
             transport=outbound_transport, timeout=OUTBOUND_TIMEOUT
         ) as outbound:
@@ -73,6 +77,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.clock = clock or SystemClock()
+    app.state.engine = engine
+    app.state.sessions = sessions
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
@@ -85,7 +91,13 @@ def create_app(
     app.include_router(pricing_endpoints.admin_router, prefix=ADMIN_PREFIX)
     app.include_router(admin_endpoints.admin_router, prefix=ADMIN_PREFIX)
     app.include_router(outbox_endpoints.admin_router, prefix=ADMIN_PREFIX)
+    app.include_router(checkout_admin_endpoints.admin_router, prefix=ADMIN_PREFIX)
+    app.include_router(subscription_admin_endpoints.admin_router, prefix=ADMIN_PREFIX)
     app.include_router(sandbox_endpoints.router, prefix="/sandbox")
+    app.include_router(sandbox_stripe_endpoints.router, prefix="/sandbox/stripe")
+    mount_admin_panel(
+        app, engine=engine, sessions=sessions, settings=settings, clock=app.state.clock
+    )
     return app
 
 

@@ -1,0 +1,257 @@
+"""What every view of the panel shares: the app's settings, clock and sessions; the acting
+admin; forms built per request; service errors shown on the form; filtered CSV export."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from pydantic import BaseModel, ValidationError
+from sqladmin import Admin, ModelView
+from sqladmin._types import _UNSET, SimpleColumnFilter
+from sqladmin.authentication import login_required
+from sqladmin.flash import Flash, FlashLevel
+from sqladmin.formatters import BASE_FORMATTERS
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from wtforms import Field, Form, StringField
+
+from billing.admin.panel.auth import AdminLogin, RoleAccess, current_admin
+from billing.checkout.admin_endpoints import parse_moment
+from billing.clock import Clock
+from billing.config import Settings
+from billing.db import transaction
+from billing.errors import Problem
+from billing.money import MAX_AMOUNT, format_amount, parse_amount
+
+Schema = TypeVar("Schema", bound=BaseModel)
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+class BillingAdmin(Admin):
+    """SQLAdmin mounted at ``base_url`` with what the service functions need: the app's
+    settings, clock and sessions. Lists read through a session factory of their own on the
+    same engine, because SQLAdmin reconfigures the one it is given (no autoflush)."""
+
+    def __init__(
+        self,
+        app: Starlette,
+        *,
+        engine: AsyncEngine,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        clock: Clock,
+        admin_only: frozenset[str],
+        base_url: str = "/admin",
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.sessions = sessions
+        super().__init__(
+            app,
+            session_maker=async_sessionmaker(engine, expire_on_commit=False),
+            base_url=base_url,
+            title="Billing admin",
+            templates_dir=str(TEMPLATES),
+            authentication_backend=AdminLogin(sessions, settings, path=base_url),
+            authorization_backend=RoleAccess(admin_only),
+        )
+
+    @login_required
+    async def index(self, request: Request) -> Response:
+        """What the panel offers, with links (the menu has the same)."""
+        return await self.templates.TemplateResponse(
+            request, "billing_admin/index.html", {"admin_user": current_admin(request)}
+        )
+
+
+def validated(schema: type[Schema], data: dict[str, Any]) -> Schema:
+    """A form's values checked by the admin API's own request schema, so the panel accepts
+    exactly what the API does; a refusal reads like the API's ``detail``."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        detail = f"{where}: {message}" if where else message
+        raise Problem(422, "validation_error", detail) from None
+
+
+def moment(value: datetime) -> str:
+    """Times in the panel: UTC to the second (exports keep the full value)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def money(amount: int | None, currency: str | None) -> str:
+    return "—" if amount is None else f"{format_amount(amount)} {currency or ''}".strip()
+
+
+def percent(value: Decimal | None) -> str:
+    return "—" if value is None else f"{value.normalize():f} %"
+
+
+class AmountField(StringField):
+    """Money as people type it (``499`` or ``499.00``), kept as minor units (``49900``)."""
+
+    data: int | None  # type: ignore[assignment]
+
+    def process_formdata(self, valuelist: builtins.list[Any]) -> None:
+        text = str(valuelist[0]).strip() if valuelist else ""
+        if not text:
+            self.data = None
+            return
+        try:
+            amount = parse_amount(text)
+        except ValueError:
+            self.data = None
+            raise ValueError("an amount like 499 or 499.00") from None
+        if amount > MAX_AMOUNT:
+            raise ValueError(f"at most {format_amount(MAX_AMOUNT)}")
+        self.data = amount
+
+    def _value(self) -> str:
+        if isinstance(self.data, int):
+            return format_amount(self.data)
+        return str(self.data or "")
+
+
+def notify(request: Request, message: str, level: FlashLevel = FlashLevel.success) -> None:
+    """A message on the next page (SQLAdmin's toast)."""
+    Flash.flash(request, message, level)
+    # SQLAdmin appends to a list already in the session, a change the session cannot see:
+    # storing the list again makes it one, so a second message is not lost.
+    request.session["_messages"] = request.session["_messages"]
+
+
+def control(**render_kw: Any) -> dict[str, Any]:
+    return {"class": "form-control", **render_kw}
+
+
+class BillingView(ModelView):
+    """A read-only list by default; views that change things set ``can_*`` and route every
+    change through the service functions the admin API calls (never SQLAdmin's own writes,
+    which would skip the rules and the audit log)."""
+
+    summary = ""  # one line on the panel's first page
+    can_create = False
+    can_edit = False
+    can_delete = False
+    can_view_details = True
+    can_export = False
+    export_types = ["csv"]  # noqa: RUF012 - SQLAdmin's own class-level option
+    export_max_rows = 100_000
+    page_size = 25
+    list_template = "billing_admin/list.html"
+    column_type_formatters = {**BASE_FORMATTERS, datetime: moment}  # noqa: RUF012
+
+    @property
+    def panel(self) -> BillingAdmin:
+        admin = self._admin_ref
+        assert isinstance(admin, BillingAdmin)
+        return admin
+
+    def actor(self, request: Request) -> str:
+        """Who the audit log names: the admin account's username."""
+        return current_admin(request).username
+
+    def now(self) -> datetime:
+        return self.panel.clock.now()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        async with transaction(self.panel.sessions) as session:
+            yield session
+
+    # Forms --------------------------------------------------------------------------------
+
+    async def form_fields(self) -> dict[str, Field]:
+        """Every field this view's forms may have, built per request (choices come from the
+        database); the create and edit rules pick which ones a form shows."""
+        return {}
+
+    async def scaffold_form(self, rules: builtins.list[str] | None = None) -> type[Form]:
+        fields = await self.form_fields()
+        chosen = {name: fields[name] for name in (rules or fields)}
+        return type(f"{self.identity.title()}Form", (Form,), chosen)
+
+    # Rows ---------------------------------------------------------------------------------
+
+    def _stmt_by_identifier(self, identifier: str) -> Select[Any]:
+        # A malformed id in the address is a page that does not exist, not a server error.
+        try:
+            return super()._stmt_by_identifier(identifier)
+        except (ValueError, TypeError):
+            raise HTTPException(status_code=404) from None
+
+    async def get_model_objects(
+        self, request: Request, limit: int | None = 0
+    ) -> builtins.list[Any]:
+        """What the export writes: the rows the list shows (its filters, search and order),
+        not the whole table."""
+        stmt = self.list_query(request)
+        for filter_ in self.get_filters():
+            value = request.query_params.get(filter_.parameter_name)
+            if value and not getattr(filter_, "has_operator", False):
+                simple = cast(SimpleColumnFilter, filter_)
+                stmt = await simple.get_filtered_query(stmt, value, self.model)
+        stmt = self.sort_query(stmt, request)
+        if search := request.query_params.get("search"):
+            stmt = self.search_query(stmt, search)
+        if limit:
+            stmt = stmt.limit(limit)
+        rows: builtins.list[Any] = await self._run_query(stmt)
+        return rows
+
+
+class InputFilter:
+    """A sidebar filter with one input box (SQLAdmin's own filters only offer links)."""
+
+    has_operator = False
+    default_value: Any = _UNSET  # no value, no filtering
+    template = "billing_admin/input_filter.html"
+
+    def __init__(
+        self,
+        parameter_name: str,
+        title: str,
+        apply: Callable[[Select[Any], str], Select[Any]],
+        input_type: str = "text",
+        placeholder: str = "",
+    ) -> None:
+        self.parameter_name = parameter_name
+        self.title = title
+        self.apply = apply
+        self.input_type = input_type
+        self.placeholder = placeholder
+
+    async def lookups(
+        self, request: Request, model: Any, run_query: Callable[[Select[Any]], Any]
+    ) -> builtins.list[tuple[str, str]]:
+        return []
+
+    async def get_filtered_query(self, query: Select[Any], value: Any, model: Any) -> Select[Any]:
+        try:
+            return self.apply(query, str(value).strip())
+        except Problem as problem:
+            raise HTTPException(status_code=400, detail=problem.detail) from None
+
+
+def moment_filter(parameter_name: str, title: str, where: Callable[[datetime], Any]) -> InputFilter:
+    """A date box: ``where(moment)`` is the condition for the date's midnight (UTC)."""
+
+    def apply(query: Select[Any], value: str) -> Select[Any]:
+        at = parse_moment(parameter_name, value)
+        assert at is not None
+        return query.where(where(at))
+
+    return InputFilter(parameter_name, title, apply, input_type="date")

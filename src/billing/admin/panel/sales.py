@@ -1,0 +1,188 @@
+"""Panel views of what users bought: their payments (filter, export) and their tariffs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqladmin.fields import SelectField, TimezoneAwareDateTimeField, UuidField
+from sqladmin.filters import ForeignKeyFilter, StaticValuesFilter
+from sqlalchemy import Select, select
+from starlette.requests import Request
+from wtforms import Field, validators
+
+from billing.admin.panel.base import BillingView, InputFilter, control, moment_filter, money
+from billing.errors import Problem, not_found
+from billing.models import Payment, PaymentStatus, Subscription, SubscriptionStatus, Tariff
+from billing.subscriptions.admin import change_tariff
+
+
+def _user_filter(column: Any) -> InputFilter:
+    def apply(query: Select[Any], value: str) -> Select[Any]:
+        try:
+            user_id = uuid.UUID(value)
+        except ValueError:
+            raise Problem(422, "validation_error", "user_id: not a UUID") from None
+        return query.where(column == user_id)
+
+    return InputFilter("user_id", "User", apply, placeholder="user UUID")
+
+
+class PaymentAdmin(BillingView, model=Payment):
+    """Users' payments: read-only, filtered by status, date and user, exported as CSV."""
+
+    name = "Payment"
+    name_plural = "Payments"
+    icon = "fa-solid fa-credit-card"
+    summary = "users' payments: filter by status, date and user; export CSV"
+    can_export = True
+    column_list = [  # noqa: RUF012
+        Payment.created_at,
+        Payment.user_id,
+        Payment.status,
+        Payment.amount,
+        Payment.provider,
+        Payment.paid_at,
+        Payment.refunded_at,
+        Payment.invoice_id,
+    ]
+    column_details_exclude_list = [Payment.idempotence_key]  # noqa: RUF012
+    # Money in minor units, as in the API: a spreadsheet divides by 100 without rounding.
+    column_export_list = [  # noqa: RUF012
+        Payment.id,
+        Payment.user_id,
+        Payment.invoice_id,
+        Payment.status,
+        Payment.amount,
+        Payment.currency,
+        Payment.provider,
+        Payment.provider_payment_id,
+        Payment.created_at,
+        Payment.paid_at,
+        Payment.refunded_at,
+    ]
+    column_labels = {Payment.created_at: "created", Payment.user_id: "user"}  # noqa: RUF012
+    column_formatters = {  # noqa: RUF012
+        Payment.amount: lambda payment, _: money(payment.amount, payment.currency)
+    }
+    column_sortable_list = [  # noqa: RUF012
+        Payment.created_at,
+        Payment.paid_at,
+        Payment.amount,
+        Payment.status,
+    ]
+    column_default_sort = [("created_at", True)]  # noqa: RUF012
+    column_searchable_list = [Payment.id, Payment.user_id, Payment.invoice_id]  # noqa: RUF012
+    column_filters = [  # noqa: RUF012
+        StaticValuesFilter(
+            Payment.status, [(s.value, s.value) for s in PaymentStatus], title="Status"
+        ),
+        moment_filter("from", "Created on or after", lambda at: Payment.created_at >= at),
+        moment_filter("to", "Created before", lambda at: Payment.created_at < at),
+        _user_filter(Payment.user_id),
+    ]
+
+
+class SubscriptionAdmin(BillingView, model=Subscription):
+    """Users' subscriptions; creating or editing one changes a user's tariff (the admin
+    API's ``PUT /users/{user_id}/subscription``)."""
+
+    name = "Subscription"
+    name_plural = "Subscriptions"
+    icon = "fa-solid fa-user-clock"
+    summary = "users' tariffs: change a user's tariff and period end"
+    can_create = True
+    can_edit = True
+    column_list = [  # noqa: RUF012
+        Subscription.user_id,
+        Subscription.role,
+        Subscription.status,
+        Subscription.current_period_end,
+        Subscription.updated_at,
+    ]
+    column_labels = {  # noqa: RUF012
+        Subscription.user_id: "user",
+        Subscription.tariff_id: "tariff",
+        Subscription.current_period_end: "period end",
+    }
+    column_sortable_list = [  # noqa: RUF012
+        Subscription.current_period_end,
+        Subscription.updated_at,
+        Subscription.status,
+    ]
+    column_default_sort = [("updated_at", True)]  # noqa: RUF012
+    column_searchable_list = [Subscription.user_id]  # noqa: RUF012
+    column_filters = [  # noqa: RUF012
+        StaticValuesFilter(
+            Subscription.status,
+            [(s.value, s.value) for s in SubscriptionStatus],
+            title="Status",
+        ),
+        ForeignKeyFilter(Subscription.tariff_id, Tariff.code, foreign_model=Tariff, title="Tariff"),
+        _user_filter(Subscription.user_id),
+    ]
+    form_create_rules = ["user_id", "tariff_id", "current_period_end"]  # noqa: RUF012
+    form_edit_rules = ["tariff_id", "current_period_end"]  # noqa: RUF012
+
+    async def form_fields(self) -> dict[str, Field]:
+        tariffs = await self._run_query(select(Tariff).order_by(Tariff.code))
+        choices = [
+            (str(t.id), t.code if t.is_active else f"{t.code} (not on sale)") for t in tariffs
+        ]
+        return {
+            "user_id": UuidField(
+                "User id", [validators.InputRequired()], render_kw=control(placeholder="UUID")
+            ),
+            "tariff_id": SelectField(
+                "Tariff",
+                [validators.InputRequired()],
+                choices=choices,
+                description="The user's live subscription moves to this tariff; the old role "
+                "is revoked and the new one granted.",
+                render_kw=control(),
+            ),
+            "current_period_end": TimezoneAwareDateTimeField(
+                "Period end",
+                [validators.Optional()],
+                description="UTC. Empty: keep the period end of the live subscription "
+                "(required for a user with none).",
+                render_kw=control(),
+            ),
+        }
+
+    async def get_form_data_for_edit(self, obj: Any) -> dict[str, Any]:
+        return {
+            "tariff_id": str(obj.tariff_id),
+            "current_period_end": obj.current_period_end,
+        }
+
+    async def _change(
+        self, request: Request, user_id: uuid.UUID, data: dict[str, Any], kept: datetime | None
+    ) -> Subscription:
+        period_end: datetime | None = data.get("current_period_end")
+        # The edit form shows the period end in whole seconds; sent back unchanged, it means
+        # "keep it", not "set it" (which a past period end, in grace, could not be).
+        if kept is not None and period_end == kept.replace(microsecond=0):
+            period_end = None
+        async with self.transaction() as session:
+            return await change_tariff(
+                session,
+                user_id=user_id,
+                tariff_id=uuid.UUID(data["tariff_id"]),
+                current_period_end=period_end,
+                actor=self.actor(request),
+                now=self.now(),
+            )
+
+    async def insert_model(self, request: Request, data: dict[str, Any]) -> Any:
+        return await self._change(request, data["user_id"], data, kept=None)
+
+    async def update_model(self, request: Request, pk: str, data: dict[str, Any]) -> Any:
+        async with self.transaction() as session:
+            subscription = await session.get(Subscription, uuid.UUID(pk))
+        if subscription is None:
+            raise not_found("subscription")
+        return await self._change(
+            request, subscription.user_id, data, kept=subscription.current_period_end
+        )

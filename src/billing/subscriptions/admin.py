@@ -1,0 +1,161 @@
+"""An administrator changes a user's tariff (and period end) by hand.
+
+Used by the admin API (``PUT /admin/users/{user_id}/subscription``) and the admin panel.
+The change, its role events and its audit row commit in the caller's one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.admin.service import record_change
+from billing.catalog.service import get_tariff
+from billing.errors import Problem
+from billing.models import Subscription, SubscriptionStatus, Tariff
+from billing.outbox.service import EventType, add_event
+from billing.subscriptions.service import LIVE
+
+
+def snapshot(subscription: Subscription) -> dict[str, Any]:
+    """What the audit log keeps of a subscription (JSON-ready)."""
+    return {
+        "id": str(subscription.id),
+        "tariff_id": str(subscription.tariff_id),
+        "role": subscription.role,
+        "status": subscription.status,
+        "current_period_end": subscription.current_period_end.isoformat(),
+    }
+
+
+async def change_tariff(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    tariff_id: uuid.UUID,
+    current_period_end: datetime | None,
+    actor: str,
+    now: datetime,
+) -> Subscription:
+    """Put the user on ``tariff_id``; answers the user's subscription to it, now live.
+
+    The user's live (active or grace) subscriptions end and the new tariff's one takes their
+    place: with ``current_period_end`` when given (it must be in the future), otherwise with
+    the latest period end among them, so access is never shortened by a tariff change. A
+    user with nothing live needs ``current_period_end``. Roles follow in the outbox: a
+    ``role.revoke`` for each ended subscription, then a ``role.grant`` for the new one.
+    Asking for what the user already has changes and records nothing.
+
+    404 ``tariff_not_found``; 409 ``tariff_inactive`` for a tariff not on sale (inactive,
+    unpriced or its Auth role gone: a role that does not exist cannot be granted);
+    422 ``validation_error`` for a period end that is missing or not in the future.
+    """
+    if current_period_end is not None and current_period_end <= now:
+        raise Problem(422, "validation_error", "current_period_end: must be in the future")
+    tariff = await get_tariff(session, tariff_id)
+    if not tariff.is_active or tariff.monthly_price is None or not tariff.role_exists:
+        raise Problem(409, "tariff_inactive", f"tariff {tariff.code} is not on sale")
+
+    # Two admins changing one user's tariff at once queue up here, so the second one sees
+    # the rows the first one committed (a row lock alone cannot cover rows not yet there).
+    await session.execute(
+        select(func.pg_advisory_xact_lock(func.hashtextextended(f"subscriptions:{user_id}", 0)))
+    )
+    subscriptions = await _lock_all(session, user_id)
+    live = [subscription for subscription in subscriptions if subscription.status in LIVE]
+    if not live and current_period_end is None:
+        raise Problem(
+            422,
+            "validation_error",
+            "current_period_end: required, the user has no live subscription to take it from",
+        )
+    period_end = current_period_end or max(subscription.current_period_end for subscription in live)
+    target = next((s for s in subscriptions if s.tariff_id == tariff.id), None)
+    if target is None:
+        target = await _new_subscription(session, user_id, tariff, now)
+    ended = [subscription for subscription in live if subscription is not target]
+    target_was_live = target.status in LIVE
+    if not ended and target_was_live and target.current_period_end == period_end:
+        return target
+
+    before = [snapshot(subscription) for subscription in live]
+    for subscription in ended:
+        subscription.status = SubscriptionStatus.CANCELED
+        # Its remaining time moved to the new tariff; buying the old tariff again later must
+        # start from now, not from a period end the user no longer has.
+        subscription.current_period_end = min(subscription.current_period_end, now)
+        add_event(
+            session,
+            EventType.ROLE_REVOKE,
+            user_id=user_id,
+            occurred_at=now,
+            data={"role": subscription.role, "subscription_id": subscription.id},
+        )
+    # A period that was already reminded about keeps its reminder when it moves.
+    reminded = any(subscription.reminded_for_period_end == period_end for subscription in live)
+    target.reminded_for_period_end = period_end if reminded else None
+    target.current_period_end = period_end
+    target.status = SubscriptionStatus.ACTIVE if period_end > now else SubscriptionStatus.GRACE
+    target.role = tariff.role
+    # Granting is idempotent at the Auth service; sent on every change, as on every payment.
+    add_event(
+        session,
+        EventType.ROLE_GRANT,
+        user_id=user_id,
+        occurred_at=now,
+        data={"role": tariff.role, "subscription_id": target.id, "until": period_end},
+    )
+    await session.flush()
+    await record_change(
+        session,
+        actor=actor,
+        action="update" if live else "create",
+        entity=target,
+        entity_id=str(user_id),
+        before={"subscriptions": before} if live else None,
+        after={"subscriptions": [snapshot(target)]},
+    )
+    return target
+
+
+async def _lock_all(session: AsyncSession, user_id: uuid.UUID) -> list[Subscription]:
+    rows = await session.scalars(
+        select(Subscription)
+        .where(Subscription.user_id == user_id)
+        .order_by(Subscription.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return list(rows)
+
+
+async def _new_subscription(
+    session: AsyncSession, user_id: uuid.UUID, tariff: Tariff, now: datetime
+) -> Subscription:
+    """The user's (not yet live) subscription to the tariff, locked; a payment that created
+    it since the rows were read is found rather than duplicated."""
+    await session.execute(
+        insert(Subscription)
+        .values(
+            id=uuid.uuid4(),
+            user_id=user_id,
+            tariff_id=tariff.id,
+            role=tariff.role,
+            status=SubscriptionStatus.EXPIRED,
+            current_period_end=now,
+        )
+        .on_conflict_do_nothing(index_elements=["user_id", "tariff_id"])
+    )
+    subscription = await session.scalar(
+        select(Subscription)
+        .where(Subscription.user_id == user_id, Subscription.tariff_id == tariff.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert subscription is not None
+    return subscription

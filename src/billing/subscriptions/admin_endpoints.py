@@ -1,0 +1,61 @@
+"""Admin API of subscriptions: change a user's tariff (and period end) by hand."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+from pydantic import AwareDatetime
+
+from billing.auth import AdminPrincipal
+from billing.config import Settings
+from billing.dependencies import ClockDep, SessionDep, SettingsDep
+from billing.models import Subscription, SubscriptionStatus
+from billing.schemas import ApiModel
+from billing.subscriptions import admin
+from billing.subscriptions.periods import access_until
+from billing.subscriptions.schemas import SubscriptionOut
+
+admin_router = APIRouter(tags=["admin: subscriptions"])
+
+
+class SubscriptionChange(ApiModel):
+    tariff_id: uuid.UUID
+    current_period_end: AwareDatetime | None = None
+
+
+def subscription_out(subscription: Subscription, settings: Settings) -> SubscriptionOut:
+    return SubscriptionOut(
+        id=subscription.id,
+        tariff_id=subscription.tariff_id,
+        role=subscription.role,
+        status=SubscriptionStatus(subscription.status),
+        current_period_end=subscription.current_period_end,
+        access_until=access_until(subscription.current_period_end, settings.grace_period),
+    )
+
+
+@admin_router.put("/users/{user_id}/subscription")
+async def change_user_tariff(
+    user_id: uuid.UUID,
+    body: SubscriptionChange,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> SubscriptionOut:
+    """Move the user's live subscription to another tariff, keeping its period end unless
+    `current_period_end` is given; a user with nothing live gets a new subscription (then
+    `current_period_end` is required). The old role is revoked and the new one granted
+    through the outbox; the change is in the audit log. Answers the user's subscription
+    to the new tariff."""
+    async with session.begin():
+        subscription = await admin.change_tariff(
+            session,
+            user_id=user_id,
+            tariff_id=body.tariff_id,
+            current_period_end=body.current_period_end,
+            actor=principal.subject,
+            now=clock.now(),
+        )
+    return subscription_out(subscription, settings)

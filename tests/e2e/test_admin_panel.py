@@ -1,0 +1,168 @@
+"""The admin panel in a real browser (Debian's Chromium through Playwright) against a real
+`billing serve` process on the test database: log in, change a price, export payments."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from billing.admin.service import create_admin_user
+from billing.models import AdminRole, AuditEntry, PaymentStatus, TariffPrice
+from tests.conftest import TEST_JWT_SECRET
+from tests.e2e.test_serve_process import BILLING, environment, free_port, stop, wait_until_healthy
+from tests.integration.checkout_helpers import add_tariff
+from tests.integration.test_admin_api_payments import add_payment
+
+Sessions = async_sessionmaker[AsyncSession]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def server(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """`billing serve` on a free port, on this test's (migrated, emptied) database."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = environment(
+        tmp_path / "data",
+        BILLING_DATABASE_URL=database_url,
+        BILLING_JWT_SECRET=TEST_JWT_SECRET,
+        BILLING_PUBLIC_URL=base_url,
+    )
+    process = subprocess.Popen(
+        [BILLING, "serve", "--no-worker", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until_healthy(base_url, process)
+        yield base_url
+    finally:
+        output = stop(process)
+        assert process.returncode == 0, output
+        assert "Traceback" not in output, output
+
+
+@pytest.fixture
+def chromium() -> Path:
+    # Never skipped: a machine without the browser fails here, saying what to install.
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser tests use Debian's Chromium "
+            "(apt-get install chromium; .ci/run installs it)"
+        )
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium: Path) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(chromium), args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def log_in(page: Page, base_url: str, username: str, password: str) -> None:
+    await page.goto(f"{base_url}/admin/")
+    # Not logged in: the panel sends the browser to its login page.
+    assert page.url == f"{base_url}/admin/login"
+    await page.fill("input[name=username]", username)
+    await page.fill("input[name=password]", password)
+    await page.click("button[type=submit]")
+
+
+async def test_log_in_change_a_price_and_export_payments(
+    server: str, browser: Browser, sessions: Sessions, tmp_path: Path
+) -> None:
+    async with sessions() as session, session.begin():
+        await create_admin_user(session, "marta", PASSWORD, AdminRole.MARKETING)
+    tariff = await add_tariff(sessions, price=49900)
+    payment_id = await add_payment(
+        sessions,
+        tariff,
+        user_id=uuid.uuid4(),
+        created_at=datetime(2025, 5, 10, tzinfo=UTC),
+        status=PaymentStatus.SUCCEEDED,
+    )
+    page = await browser.new_page()
+
+    await log_in(page, server, "marta", "not her password")
+    assert "Invalid credentials" in await page.content()
+
+    await log_in(page, server, "marta", PASSWORD)
+    assert page.url == f"{server}/admin/"
+    assert await page.inner_text("#signed-in-as") == "marta"
+
+    # Change the price from the tariff list's edit button.
+    await page.click("a[href$='/admin/tariff/list']")
+    await page.click(f"a[href*='/admin/tariff/edit/{tariff.id}']")
+    assert await page.input_value("input[name=monthly_price]") == "499.00"
+    await page.fill("input[name=monthly_price]", "cheap")
+    await page.click("input[type=submit][value=Save]")
+    assert "an amount like 499 or 499.00" in await page.inner_text("form")
+    await page.fill("input[name=monthly_price]", "599.00")
+    await page.click("input[type=submit][value=Save]")
+    assert page.url.startswith(f"{server}/admin/tariff/list")
+    assert "599.00 RUB" in await page.inner_text("table")
+    await page.screenshot(path=str(tmp_path / "tariffs.png"))
+
+    # Its page shows the price history, naming who changed it.
+    await page.goto(f"{server}/admin/tariff/details/{tariff.id}")
+    history = await page.inner_text("#price-history")
+    assert "499.00 RUB" in history and "599.00 RUB" in history and "marta" in history
+
+    async with sessions() as session:
+        [change] = await session.scalars(select(TariffPrice))
+        [entry] = await session.scalars(
+            select(AuditEntry).where(AuditEntry.entity_type == "tariffs")
+        )
+    assert (change.previous_price, change.monthly_price, change.changed_by) == (
+        49900,
+        59900,
+        "marta",
+    )
+    assert (entry.actor, entry.action) == ("marta", "update")
+
+    # Payments: filter by status, then export what the list shows.
+    await page.goto(f"{server}/admin/payment/list")
+    assert str(payment_id) in await page.content()
+    await page.click("a[href$='status=succeeded']")
+    async with page.expect_download() as download_info:
+        await page.click("#export-csv")
+    download = await download_info.value
+    assert download.suggested_filename.endswith(".csv")
+    exported = await asyncio.to_thread(Path(await download.path()).read_text)
+    [row] = list(csv.DictReader(io.StringIO(exported)))
+    assert (row["id"], row["status"], row["amount"]) == (str(payment_id), "succeeded", "49900")
+
+    # Logging out ends the session.
+    await page.click("a[href$='/admin/logout']")
+    assert page.url == f"{server}/admin/login"
+    await page.goto(f"{server}/admin/payment/list")
+    assert page.url == f"{server}/admin/login"
