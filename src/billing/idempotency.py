@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy import delete, select, update
@@ -25,6 +25,11 @@ from billing.errors import Problem
 from billing.models import IdempotencyKey
 
 MAX_KEY_LENGTH = 255
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", description="Same key and body → the same answer again"),
+]
 
 Answer = tuple[int, Any]
 

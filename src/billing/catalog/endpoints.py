@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from billing.auth import AdminPrincipal
 from billing.catalog import service
@@ -16,7 +17,8 @@ from billing.catalog.schemas import (
     TariffPriceOut,
     TariffUpdate,
 )
-from billing.dependencies import ClockDep, SessionDep, SettingsDep
+from billing.dependencies import ClockDep, SessionDep, SessionsDep, SettingsDep
+from billing.idempotency import IdempotencyKeyHeader, respond_once
 from billing.schemas import Page
 
 router = APIRouter(tags=["tariffs"])
@@ -45,29 +47,37 @@ async def admin_list_tariffs(
     return [AdminTariffOut.model_validate(tariff) for tariff in tariffs]
 
 
-@admin_router.post("/tariffs", status_code=201)
+@admin_router.post("/tariffs", status_code=201, response_model=AdminTariffOut)
 async def create_tariff(
     body: TariffCreate,
+    request: Request,
     principal: AdminPrincipal,
-    session: SessionDep,
+    sessions: SessionsDep,
     clock: ClockDep,
     settings: SettingsDep,
-) -> AdminTariffOut:
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
     """A new tariff for an Auth-service role; it can be active only with a price."""
-    async with session.begin():
-        tariff = await service.create_tariff(
-            session,
-            code=body.code,
-            name=body.name,
-            description=body.description,
-            role=body.role,
-            monthly_price=body.monthly_price,
-            currency=body.currency or settings.currency,
-            is_active=body.is_active,
-            actor=principal.subject,
-            now=clock.now(),
-        )
-    return AdminTariffOut.model_validate(tariff)
+
+    async def create() -> tuple[int, object]:
+        async with sessions() as session, session.begin():
+            tariff = await service.create_tariff(
+                session,
+                code=body.code,
+                name=body.name,
+                description=body.description,
+                role=body.role,
+                monthly_price=body.monthly_price,
+                currency=body.currency or settings.currency,
+                is_active=body.is_active,
+                actor=principal.subject,
+                now=clock.now(),
+            )
+        return 201, AdminTariffOut.model_validate(tariff).model_dump(mode="json")
+
+    return await respond_once(
+        request, sessions, owner=principal.subject, key=idempotency_key, body=body, run=create
+    )
 
 
 @admin_router.get("/tariffs/{tariff_id}")

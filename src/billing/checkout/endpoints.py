@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Request, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from billing.auth import ViewerId
@@ -23,16 +23,11 @@ from billing.checkout.schemas import (
 from billing.config import Settings
 from billing.dependencies import ClockDep, SessionDep, SessionsDep, SettingsDep
 from billing.errors import Problem, not_found
-from billing.idempotency import respond_once
+from billing.idempotency import IdempotencyKeyHeader, respond_once
 from billing.models import Invoice, Payment, PaymentStatus
 from billing.schemas import Page
 
 router = APIRouter(tags=["checkout"])
-
-IdempotencyKeyHeader = Annotated[
-    str | None,
-    Header(alias="Idempotency-Key", description="Same key and body → the same answer again"),
-]
 
 
 def get_provider(request: Request) -> PaymentProvider:

@@ -9,10 +9,12 @@ from dataclasses import asdict
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 
 from billing.auth import AdminPrincipal, ViewerId
-from billing.dependencies import ClockDep, SessionDep, SettingsDep
+from billing.dependencies import ClockDep, SessionDep, SessionsDep, SettingsDep
+from billing.idempotency import IdempotencyKeyHeader, respond_once
 from billing.pricing import promo_codes, service
 from billing.pricing.schemas import (
     DurationDiscountIn,
@@ -140,20 +142,31 @@ async def list_promo_codes(
     return await promo_codes.list_promo_codes(session, page, active=active)
 
 
-@admin_router.post("/promo-codes", status_code=201)
+@admin_router.post(
+    "/promo-codes", status_code=201, response_model=PromoCodeOut | list[PromoCodeOut]
+)
 async def create_promo_codes(
     body: PromoCodeIn,
+    request: Request,
     principal: AdminPrincipal,
-    session: SessionDep,
+    sessions: SessionsDep,
     clock: ClockDep,
     settings: SettingsDep,
-) -> PromoCodeOut | list[PromoCodeOut]:
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
     """One code, or with ``count`` a list of ``count`` generated codes."""
-    async with session.begin():
-        created = await promo_codes.create_promo_codes(
-            session, body, actor=principal.subject, now=clock.now(), settings=settings
-        )
-    return created if body.count is not None else created[0]
+
+    async def create() -> tuple[int, object]:
+        async with sessions() as session, session.begin():
+            created = await promo_codes.create_promo_codes(
+                session, body, actor=principal.subject, now=clock.now(), settings=settings
+            )
+        shown = [code.model_dump(mode="json") for code in created]
+        return 201, (shown if body.count is not None else shown[0])
+
+    return await respond_once(
+        request, sessions, owner=principal.subject, key=idempotency_key, body=body, run=create
+    )
 
 
 @admin_router.delete("/promo-codes/{code}", status_code=204)
