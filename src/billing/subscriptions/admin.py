@@ -11,15 +11,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.admin.service import record_change
 from billing.catalog.service import get_tariff
 from billing.errors import Problem
-from billing.models import Subscription, SubscriptionStatus, Tariff
+from billing.models import Subscription, SubscriptionStatus
 from billing.outbox.service import EventType, add_event
-from billing.subscriptions.service import LIVE
+from billing.subscriptions.service import LIVE, locked_subscription
 
 
 def snapshot(subscription: Subscription) -> dict[str, Any]:
@@ -77,7 +76,7 @@ async def change_tariff(
     period_end = current_period_end or max(subscription.current_period_end for subscription in live)
     target = next((s for s in subscriptions if s.tariff_id == tariff.id), None)
     if target is None:
-        target = await _new_subscription(session, user_id, tariff, now)
+        target = await locked_subscription(session, user_id, tariff, now)
     ended = [subscription for subscription in live if subscription is not target]
     target_was_live = target.status in LIVE
     if not ended and target_was_live and target.current_period_end == period_end:
@@ -132,30 +131,3 @@ async def _lock_all(session: AsyncSession, user_id: uuid.UUID) -> list[Subscript
         .execution_options(populate_existing=True)
     )
     return list(rows)
-
-
-async def _new_subscription(
-    session: AsyncSession, user_id: uuid.UUID, tariff: Tariff, now: datetime
-) -> Subscription:
-    """The user's (not yet live) subscription to the tariff, locked; a payment that created
-    it since the rows were read is found rather than duplicated."""
-    await session.execute(
-        insert(Subscription)
-        .values(
-            id=uuid.uuid4(),
-            user_id=user_id,
-            tariff_id=tariff.id,
-            role=tariff.role,
-            status=SubscriptionStatus.EXPIRED,
-            current_period_end=now,
-        )
-        .on_conflict_do_nothing(index_elements=["user_id", "tariff_id"])
-    )
-    subscription = await session.scalar(
-        select(Subscription)
-        .where(Subscription.user_id == user_id, Subscription.tariff_id == tariff.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    assert subscription is not None
-    return subscription

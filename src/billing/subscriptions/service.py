@@ -17,7 +17,7 @@ from billing.subscriptions.periods import extension, period_end_after_refund
 LIVE = (SubscriptionStatus.ACTIVE, SubscriptionStatus.GRACE)
 
 
-async def _locked_subscription(
+async def locked_subscription(
     session: AsyncSession, user_id: uuid.UUID, tariff: Tariff, now: datetime
 ) -> Subscription:
     """The user's subscription to the tariff, created if missing, locked for this transaction."""
@@ -48,7 +48,7 @@ async def extend_subscription(
 ) -> tuple[Subscription, datetime, datetime]:
     """Add ``months`` to the user's access to ``tariff``; returns the subscription and the
     slice bought (start, end), which the payment keeps so a refund can take it back."""
-    subscription = await _locked_subscription(session, user_id, tariff, now)
+    subscription = await locked_subscription(session, user_id, tariff, now)
     start, end = extension(subscription.current_period_end, now, months)
     subscription.current_period_end = end
     subscription.status = SubscriptionStatus.ACTIVE
@@ -76,7 +76,7 @@ async def take_back(
 ) -> Subscription:
     """Remove a refunded payment's slice; with nothing left, the subscription is canceled and
     the role revoked."""
-    subscription = await _locked_subscription(session, user_id, tariff, now)
+    subscription = await locked_subscription(session, user_id, tariff, now)
     subscription.current_period_end = period_end_after_refund(
         subscription.current_period_end, slice_start, slice_end
     )
