@@ -27,5 +27,13 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
 
+## Speed and memory benchmarks on the machine's PostgreSQL (method and last results: bench/README.md)
+BENCH_SIZES ?= 10000,100000,1000000
+BENCH_REPEATS ?= 3
+.PHONY: bench
+bench: $(INSTALLED)
+	$(BIN)/python bench/jobs_at_scale.py --sizes $(BENCH_SIZES) --repeats $(BENCH_REPEATS) --json bench/results/jobs_at_scale.json
+	$(BIN)/python bench/quote_latency.py --json bench/results/quote_latency.json
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
