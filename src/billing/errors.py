@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,16 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+async def _on_data_error(request: Request, exc: Exception) -> JSONResponse:
+    # PostgreSQL text cannot hold NUL characters; any text field of any request may carry
+    # one (`?entity_id=%00`), and it is the client's input that is wrong, not the server.
+    if "NUL (0x00)" in str(getattr(exc, "orig", "")):
+        return problem_response(
+            request, 422, "validation_error", "text must not contain NUL (\\u0000) characters"
+        )
+    return await _on_unexpected(request, exc)
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     # The stack trace goes to the log, never to the client.
     log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -108,4 +119,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(DataError, _on_data_error)
     app.add_exception_handler(Exception, _on_unexpected)

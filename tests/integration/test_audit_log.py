@@ -133,3 +133,14 @@ async def test_needs_an_admin_or_marketing_token(
     assert (viewer.status_code, viewer.json()["code"]) == (403, "forbidden")
     service = await client.get(URL, headers=auth_headers("movies", "service"))
     assert service.status_code == 403
+
+
+async def test_a_nul_character_in_a_filter_is_a_validation_error(
+    client: httpx.AsyncClient, auth_headers: Callable[..., dict[str, str]]
+) -> None:
+    """PostgreSQL text cannot hold NUL; found by Schemathesis as a 500."""
+    response = await client.get(
+        "/api/v1/admin/audit-log?entity_id=%11%00x", headers=auth_headers("marta", "admin")
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"
