@@ -7,12 +7,14 @@ import math
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import psycopg
 
@@ -31,6 +33,16 @@ def with_database(server_url: str, name: str) -> str:
     head, _, query = libpq_url(server_url).partition("?")
     base = head.rsplit("/", 1)[0] if head.count("/") > 2 else head
     return f"{base}/{name}" + (f"?{query}" if query else "")
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM (``kill``, a CI timeout) unwinds like Ctrl-C, so the bench database is
+    dropped on the way out."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 @contextmanager

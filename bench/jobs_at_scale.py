@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from _common import bench_database, machine, median, server_url_from_env
+from _common import bench_database, exit_on_sigterm, machine, median, server_url_from_env
 
 from billing.db import libpq_url
 from billing.models import Base
@@ -508,6 +508,7 @@ def main() -> None:
     sizes = [int(size.replace("_", "")) for size in args.sizes.split(",")]
     logging.basicConfig(level=logging.WARNING)
     started = time.perf_counter()
+    exit_on_sigterm()
     about = machine(args.server_url)
     results: list[Result] = []
     with bench_database(args.server_url) as url:

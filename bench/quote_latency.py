@@ -34,7 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import bench_database, machine, median, percentile, server_url_from_env
+from _common import (
+    bench_database,
+    exit_on_sigterm,
+    machine,
+    median,
+    percentile,
+    server_url_from_env,
+)
 from asgi_lifespan import LifespanManager
 
 from billing.app import create_app
@@ -180,6 +187,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    exit_on_sigterm()
     about = machine(args.server_url)
     with bench_database(args.server_url) as url:
         outcome = asyncio.run(run(url, args.requests, args.warmup, args.rounds))
