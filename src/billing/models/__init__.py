@@ -8,6 +8,7 @@ from billing.models.checkout import (
     Payment,
     PaymentStatus,
     Refund,
+    RefundReason,
     RefundStatus,
 )
 from billing.models.operations import AdminRole, AdminUser, AuditEntry, IdempotencyKey
@@ -43,6 +44,7 @@ __all__ = [
     "PromoRedemption",
     "RedemptionStatus",
     "Refund",
+    "RefundReason",
     "RefundStatus",
     "Subscription",
     "SubscriptionStatus",

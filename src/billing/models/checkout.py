@@ -120,6 +120,14 @@ class Payment(Base):
         Index(
             "ix_payments_pending_created", "created_at", postgresql_where=text("status = 'pending'")
         ),
+        # One live attempt per invoice: a double click or two concurrent requests meet here,
+        # and the second reuses the first's idempotence key at the provider.
+        Index(
+            "uq_payments_one_pending_per_invoice",
+            "invoice_id",
+            unique=True,
+            postgresql_where=text("status = 'pending'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -134,6 +142,9 @@ class Payment(Base):
     currency: Mapped[Currency]
     confirmation_url: Mapped[str | None] = mapped_column(Text)
     return_url: Mapped[str | None] = mapped_column(Text)
+    # When billing first asked the provider, on the real clock (providers judge their own
+    # windows by it): a retry with the same idempotence key must send the same request.
+    requested_at: Mapped[Timestamp | None]
     # Provider-specific facts worth keeping (e.g. Stripe's payment intent for refunds).
     provider_data: Mapped[Json] = mapped_column(default=dict)
     # The slice of subscription time this payment bought, so a refund can take exactly it back.
@@ -151,11 +162,26 @@ class RefundStatus(StrEnum):
     CANCELED = "canceled"
 
 
+class RefundReason(StrEnum):
+    REQUESTED = "requested"  # the viewer asked, within the refund window
+    PROVIDER = "provider"  # made in the provider's dashboard, noticed by billing
+    INVOICE_EXPIRED = "invoice_expired"  # paid after expiry, at a price no longer honoured
+
+
 class Refund(Base):
     __tablename__ = "refunds"
     __table_args__ = (
         one_of("status", RefundStatus),
+        one_of("reason", RefundReason),
         non_negative("amount"),
+        # Refunds are whole: one live or done per payment, which is also what makes a double
+        # refund impossible; a refund the provider declined stays as a record beside a retry.
+        Index(
+            "uq_refunds_one_per_payment",
+            "payment_id",
+            unique=True,
+            postgresql_where=text("status <> 'canceled'"),
+        ),
         Index(
             "uq_refunds_provider_refund_id",
             "provider_refund_id",
@@ -165,11 +191,11 @@ class Refund(Base):
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
-    # Refunds are whole: one per payment, which is also what makes a double refund impossible.
-    payment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("payments.id"), unique=True)
+    payment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("payments.id"), index=True)
     provider_refund_id: Mapped[str | None] = mapped_column(String(255))
     idempotence_key: Mapped[uuid.UUID] = mapped_column(default=uuid.uuid4, unique=True)
     status: Mapped[str] = mapped_column(String(16), default=RefundStatus.PENDING)
+    reason: Mapped[str] = mapped_column(String(32), default=RefundReason.REQUESTED)
     amount: Mapped[Money]
     currency: Mapped[Currency]
     created_at: Mapped[datetime] = created_at()
