@@ -111,11 +111,13 @@ class Payment(Base):
             postgresql_where=text("status IN ('succeeded', 'refunded')"),
         ),
         Index("ix_payments_user_created", "user_id", "created_at"),
-        # Stripe's charge events name the payment intent, kept in provider_data.
+        # Notifications that name a payment by a provider's reference kept in provider_data
+        # (Stripe's charge events name the payment intent) find it by containment (@>).
         Index(
-            "ix_payments_payment_intent",
-            text("(provider_data ->> 'payment_intent')"),
-            postgresql_where=text("provider_data ? 'payment_intent'"),
+            "ix_payments_provider_data",
+            "provider_data",
+            postgresql_using="gin",
+            postgresql_ops={"provider_data": "jsonb_path_ops"},
         ),
         Index(
             "ix_payments_pending_created", "created_at", postgresql_where=text("status = 'pending'")

@@ -18,6 +18,14 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("payments", sa.Column("requested_at", sa.DateTime(timezone=True)))
+    op.drop_index("ix_payments_payment_intent", table_name="payments")
+    op.create_index(
+        "ix_payments_provider_data",
+        "payments",
+        ["provider_data"],
+        postgresql_using="gin",
+        postgresql_ops={"provider_data": "jsonb_path_ops"},
+    )
     op.create_index(
         "uq_payments_one_pending_per_invoice",
         "payments",
@@ -56,4 +64,11 @@ def downgrade() -> None:
     op.drop_constraint(op.f("ck_refunds_reason_valid"), "refunds", type_="check")
     op.drop_column("refunds", "reason")
     op.drop_index("uq_payments_one_pending_per_invoice", table_name="payments")
+    op.drop_index("ix_payments_provider_data", table_name="payments")
+    op.create_index(
+        "ix_payments_payment_intent",
+        "payments",
+        [sa.text("(provider_data ->> 'payment_intent')")],
+        postgresql_where=sa.text("provider_data ? 'payment_intent'"),
+    )
     op.drop_column("payments", "requested_at")
