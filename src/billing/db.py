@@ -9,6 +9,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -32,8 +35,43 @@ def libpq_url(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
+# A request never waits for the database longer than a client waits for billing: with the
+# database away a connection attempt fails within CONNECT_TIMEOUT (libpq's connect_timeout),
+# a request finding the pool exhausted gives up after POOL_TIMEOUT, and either way the
+# client gets a 503 at once instead of a hang (errors.py). POOL_SIZE + MAX_OVERFLOW bounds
+# the connections one process opens (PostgreSQL's max_connections is shared by every API
+# and worker process). pool_pre_ping replaces connections the server dropped (a restart,
+# a failover), so the pool recovers by itself once the database is back.
+POOL_SIZE = 10
+MAX_OVERFLOW = 10
+POOL_TIMEOUT = 5  # seconds
+CONNECT_TIMEOUT = 3  # seconds
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    return create_async_engine(sqlalchemy_url(url), pool_pre_ping=True, **kwargs)
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    if "poolclass" not in kwargs:  # NullPool and friends take no sizing
+        options.update(pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, pool_timeout=POOL_TIMEOUT)
+    if "connect_timeout" not in url:  # an operator's own choice in the URL wins
+        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+    return create_async_engine(sqlalchemy_url(url), **options | kwargs)
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    """The database cannot be reached now (down, restarting, unreachable, or no connection
+    left in the pool): a fault to answer 503 and retry later, not a bug or bad input."""
+    if isinstance(error, (PoolTimeout, psycopg.OperationalError)):
+        return True
+    if isinstance(error, DBAPIError):
+        return error.connection_invalidated or isinstance(error, (OperationalError, InterfaceError))
+    return False
+
+
+def describe_database_error(error: BaseException) -> str:
+    """One line for the log: the driver's message without SQL, parameters or links."""
+    cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

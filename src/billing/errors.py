@@ -6,12 +6,16 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from billing.db import describe_database_error, is_database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +113,23 @@ async def _on_data_error(request: Request, exc: Exception) -> JSONResponse:
     return await _on_unexpected(request, exc)
 
 
+async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
+    if not is_database_unavailable(exc):
+        return await _on_unexpected(request, exc)
+    # An outage fails every request at once: one line each, not a stack trace each.
+    log.warning(
+        "database unavailable on %s %s: %s",
+        request.method,
+        request.url.path,
+        describe_database_error(exc),
+    )
+    response = problem_response(
+        request, 503, "database_unavailable", "the database is unreachable; try again shortly"
+    )
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     # The stack trace goes to the log, never to the client.
     log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -120,4 +141,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(DataError, _on_data_error)
+    # Handled here, not by the catch-all below: Starlette re-raises what reaches the
+    # catch-all, and uvicorn then logs a stack trace and drops the keep-alive connection.
+    # OperationalError and InterfaceError are DBAPIErrors; psycopg's own errors arrive
+    # unwrapped from code that uses the driver directly.
+    app.add_exception_handler(DBAPIError, _on_database_error)
+    app.add_exception_handler(PoolTimeout, _on_database_error)
+    app.add_exception_handler(psycopg.OperationalError, _on_database_error)
     app.add_exception_handler(Exception, _on_unexpected)
