@@ -41,7 +41,8 @@ def issue_token(
     ttl: timedelta = timedelta(hours=12),
     now: datetime | None = None,
 ) -> str:
-    """A token signed with the configured HS256 secret (``billing token``, tests)."""
+    """A token signed with the configured HS256 secret (``billing token``, tests); it carries
+    the configured audience and issuer, so the server it was made for accepts it."""
     issued = now or datetime.now(UTC)
     claims: dict[str, Any] = {
         "sub": subject,
@@ -49,17 +50,29 @@ def issue_token(
         "iat": issued,
         "exp": issued + ttl,
     }
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
     return jwt.encode(claims, settings.jwt_signing_secret, algorithm="HS256")
 
 
 def decode_token(settings: Settings, token: str) -> Principal:
+    """The token's principal; ``aud`` and ``iss`` must match the configured audience and
+    issuer when those are set, and are ignored when not (PyJWT would otherwise refuse any
+    token that names an audience)."""
+    audience = settings.jwt_audience or None
+    issuer = settings.jwt_issuer or None
+    required = ["exp", "sub"] + (["aud"] if audience else []) + (["iss"] if issuer else [])
     try:
         claims = jwt.decode(
             token,
             settings.jwt_verification_key,
             # Only the configured algorithm: "none" and algorithm confusion are refused.
             algorithms=[settings.jwt_algorithm],
-            options={"require": ["exp", "sub"]},
+            audience=audience,
+            issuer=issuer,
+            options={"require": required, "verify_aud": audience is not None},
         )
     except jwt.ExpiredSignatureError:
         raise Problem(401, "unauthorized", "token expired") from None

@@ -211,3 +211,82 @@ async def test_an_unexpected_error_is_a_500_without_internals(http: httpx.AsyncC
     assert response.status_code == 500
     assert response.json()["code"] == "internal_error"
     assert "secret" not in response.text
+
+
+def _signed(payload: dict[str, object]) -> str:
+    """Signed with the secret, whatever the claims hold (``jwt.encode`` refuses a list
+    ``iss``, which another issuer may still send)."""
+    raw = json.dumps(payload, default=lambda moment: int(moment.timestamp())).encode()
+    return jwt.PyJWS().encode(raw, SECRET, algorithm="HS256")
+
+
+def _with_claims_checked(settings: Settings, audience: str | None, issuer: str | None) -> Settings:
+    return settings.model_copy(update={"jwt_audience": audience, "jwt_issuer": issuer})
+
+
+# (configured audience, configured issuer, the token's aud, the token's iss, accepted?)
+AUDIENCE_AND_ISSUER = [
+    (None, None, None, None, True),
+    (None, None, "billing", "https://auth.cinema", True),  # not configured: not checked
+    (None, None, ["movies", "other"], None, True),
+    ("billing", None, "billing", None, True),
+    ("billing", None, ["movies", "billing"], None, True),
+    ("billing", None, None, None, False),
+    ("billing", None, "movies", None, False),
+    ("billing", None, ["movies"], None, False),
+    ("billing", None, "", None, False),
+    (None, "https://auth.cinema", None, "https://auth.cinema", True),
+    (None, "https://auth.cinema", "anything", "https://auth.cinema", True),
+    (None, "https://auth.cinema", None, None, False),
+    (None, "https://auth.cinema", None, "https://evil.example", False),
+    (None, "https://auth.cinema", None, ["https://auth.cinema"], False),
+    ("billing", "https://auth.cinema", "billing", "https://auth.cinema", True),
+    ("billing", "https://auth.cinema", "billing", None, False),
+    ("billing", "https://auth.cinema", None, "https://auth.cinema", False),
+    ("billing", "https://auth.cinema", "movies", "https://auth.cinema", False),
+]
+
+
+@pytest.mark.parametrize(("audience", "issuer", "aud", "iss", "accepted"), AUDIENCE_AND_ISSUER)
+async def test_audience_and_issuer_are_checked_only_when_configured(
+    settings: Settings,
+    audience: str | None,
+    issuer: str | None,
+    aud: object,
+    iss: object,
+    accepted: bool,
+) -> None:
+    app = build_app(_with_claims_checked(settings, audience, issuer))
+    transport = httpx.ASGITransport(app=app)
+    token = _signed(claims(aud=aud, iss=iss))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        response = await http.get("/whoami", headers=bearer(token))
+    if accepted:
+        assert response.status_code == 200, response.text
+        assert response.json()["sub"] == str(USER)
+    else:
+        assert response.status_code == 401, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("audience", "issuer"), [(None, None), ("billing", None), (None, "auth"), ("billing", "auth")]
+)
+async def test_issued_tokens_carry_the_configured_audience_and_issuer(
+    settings: Settings, audience: str | None, issuer: str | None
+) -> None:
+    configured = _with_claims_checked(settings, audience, issuer)
+    token = issue_token(configured, str(USER), ["premium"])
+    payload = jwt.decode(token, options={"verify_signature": False})
+    assert payload.get("aud") == audience
+    assert payload.get("iss") == issuer
+    transport = httpx.ASGITransport(app=build_app(configured))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        assert (await http.get("/whoami", headers=bearer(token))).status_code == 200
+    # A token made for another audience or issuer is not accepted here.
+    if audience or issuer:
+        other = issue_token(_with_claims_checked(settings, "other", "other"), str(USER))
+        transport = httpx.ASGITransport(app=build_app(configured))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            assert (await http.get("/whoami", headers=bearer(other))).status_code == 401

@@ -106,3 +106,13 @@ def test_without_a_jwt_secret_one_is_made_once_and_kept(tmp_path: Path) -> None:
     assert len(first) >= 32
     assert (tmp_path / "jwt-secret").stat().st_mode & 0o777 == 0o600
     assert Settings(data_dir=tmp_path, jwt_secret="configured").jwt_signing_secret == "configured"
+
+
+def test_jwt_audience_and_issuer_are_unset_by_default_and_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert (Settings().jwt_audience, Settings().jwt_issuer) == (None, None)
+    monkeypatch.setenv("BILLING_JWT_AUDIENCE", "billing")
+    monkeypatch.setenv("BILLING_JWT_ISSUER", "https://auth.cinema")
+    settings = Settings()
+    assert (settings.jwt_audience, settings.jwt_issuer) == ("billing", "https://auth.cinema")
