@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, create_engine
+from sqlalchemy.pool import NullPool
 
-from billing.db import sqlalchemy_url
+from billing.db import CONNECT_TIMEOUT, sqlalchemy_url
+
+log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 
@@ -26,3 +33,44 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 
 def downgrade(database_url: str, revision: str = "base") -> None:
     command.downgrade(alembic_config(database_url), revision)
+
+
+class SchemaBehind(Exception):
+    """The database's schema is older than this billing's migrations (``billing migrate``)."""
+
+
+def check_schema_current(connection: Connection) -> None:
+    """Raise ``SchemaBehind`` unless the database is at this code's head revision.
+
+    A schema *ahead* of the code (revisions this code does not know: a newer billing
+    migrated it during a rolling deploy) is let through with a warning: refusing would stop
+    the old processes before the new ones replace them.
+    """
+    script = ScriptDirectory(str(HERE))
+    heads = set(script.get_heads())
+    current = set(MigrationContext.configure(connection).get_current_heads())
+    if current == heads:
+        return
+    known = {revision.revision for revision in script.walk_revisions()}
+    if current - known:
+        log.warning("the database schema is newer than this billing: %s", ", ".join(current))
+        return
+    at = f"at {', '.join(sorted(current))}" if current else "never migrated"
+    raise SchemaBehind(
+        f"the database schema is behind ({at}; this billing needs {', '.join(sorted(heads))}):"
+        " run `billing migrate`"
+    )
+
+
+def ensure_schema_current(database_url: str) -> None:
+    """``check_schema_current`` on a connection of its own (the CLI, before it starts)."""
+    engine = create_engine(
+        sqlalchemy_url(database_url),
+        poolclass=NullPool,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT},
+    )
+    try:
+        with engine.connect() as connection:
+            check_schema_current(connection)
+    finally:
+        engine.dispose()
