@@ -22,7 +22,7 @@ def test_jobs_run_prints_what_it_did(database_url: str, tmp_path: Path) -> None:
     env = environment(tmp_path, BILLING_DATABASE_URL=database_url)
     result = run(["jobs", "run", "expire-subscriptions"], env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "expire-subscriptions: grace=0 expired=0"
+    assert result.stdout.strip() == "expire-subscriptions: grace=0 expired=0 failed=0"
 
     unknown = run(["jobs", "run", "make-money"], env)
     assert unknown.returncode == 2

@@ -1,7 +1,8 @@
 """Scheduler jobs of subscriptions: "ends soon" reminders, and active → grace → expired.
 
 Rows are claimed in bounded batches (``batches.for_each_claimed``) and changed in the same
-transaction as their outbox events.
+transaction as their outbox events; a row that fails is counted as ``failed`` and left for
+the next run.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ async def remind_expiring(
     reminded = await for_each_claimed(
         sessions, due.order_by(Subscription.current_period_end), remind, batch_size=BATCH_SIZE
     )
-    return {"reminded": reminded}
+    return {"reminded": reminded.handled, "failed": reminded.failed}
 
 
 async def expire_subscriptions(
@@ -100,4 +101,8 @@ async def expire_subscriptions(
     to_expired = await for_each_claimed(
         sessions, over.order_by(by_end), expire, batch_size=BATCH_SIZE
     )
-    return {"grace": to_grace, "expired": to_expired}
+    return {
+        "grace": to_grace.handled,
+        "expired": to_expired.handled,
+        "failed": to_grace.failed + to_expired.failed,
+    }
