@@ -1,12 +1,13 @@
-"""API types shared by every domain: money, percent, paging."""
+"""API types shared by every domain: money, percent, times, paging."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
 from fastapi import Query
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
 
 from billing.money import MAX_AMOUNT
 
@@ -27,6 +28,30 @@ Percent = Annotated[
 """A percent 0–100 with at most two decimal places, shown as a JSON number."""
 
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["RUB"])]
+
+EARLIEST_MOMENT = datetime(1970, 1, 1, tzinfo=UTC)
+END_OF_MOMENTS = datetime(2200, 1, 1, tzinfo=UTC)  # the first instant refused
+MOMENT_RANGE = "between 1970-01-01 and 2200-01-01 (UTC)"
+
+
+def within_moment_range(value: datetime) -> datetime:
+    """An accepted time: its UTC instant in [1970-01-01, 2200-01-01).
+
+    Outside, a time poisons later reads: PostgreSQL stores year 10000 (what
+    ``9999-12-31T23:59:59-14:00`` is in UTC) but Python cannot read it back, and period
+    arithmetic near year 9999 overflows. Aware datetimes compare as UTC instants without
+    converting, so this check itself cannot overflow."""
+    if not EARLIEST_MOMENT <= value < END_OF_MOMENTS:
+        raise ValueError(f"must be {MOMENT_RANGE}")
+    return value
+
+
+Moment = Annotated[
+    AwareDatetime,
+    AfterValidator(within_moment_range),
+    Field(description=f"ISO 8601 with an offset, {MOMENT_RANGE}"),
+]
+"""Every time the API accepts: with an offset, within 1970–2200 as a UTC instant."""
 
 
 class ApiModel(BaseModel):

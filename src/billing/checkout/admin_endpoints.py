@@ -17,13 +17,13 @@ from billing.checkout.schemas import PaymentOut
 from billing.dependencies import SessionDep, SettingsDep
 from billing.errors import Problem
 from billing.models import Payment, PaymentStatus
-from billing.schemas import Page
+from billing.schemas import MOMENT_RANGE, Page, within_moment_range
 
 admin_router = APIRouter(tags=["admin: payments"])
 
 MOMENT_HELP = (
     "an ISO 8601 date-time with offset (`2025-05-01T00:00:00+03:00`) or a date "
-    "(`2025-05-01`, midnight UTC)"
+    f"(`2025-05-01`, midnight UTC), {MOMENT_RANGE}"
 )
 
 
@@ -34,20 +34,25 @@ class AdminPaymentOut(PaymentOut):
 
 
 def parse_moment(name: str, value: str | None) -> datetime | None:
-    """A filter bound: a date-time with an offset, or a date meaning its midnight in UTC.
-    A date-time without an offset is refused rather than guessed."""
+    """A filter bound: a date-time with an offset, or a date meaning its midnight in UTC,
+    within 1970–2200 like every time the API accepts. A date-time without an offset is
+    refused rather than guessed."""
     if value is None:
         return None
     try:
         if len(value) == len("2025-05-01"):
             day = date.fromisoformat(value)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        moment = datetime.fromisoformat(value)
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(value)
     except ValueError:
         raise Problem(422, "validation_error", f"{name}: must be {MOMENT_HELP}") from None
     if moment.tzinfo is None:
         raise Problem(422, "validation_error", f"{name}: a date-time needs an offset, e.g. Z")
-    return moment
+    try:
+        return within_moment_range(moment)
+    except ValueError as error:
+        raise Problem(422, "validation_error", f"{name}: {error}") from None
 
 
 async def find_payments(

@@ -6,11 +6,11 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from billing.pricing.codes import is_valid_code, normalize_code
 from billing.pricing.rules import DiscountSource
-from billing.schemas import ApiModel, Currency, MinorUnits, Percent, ResponseModel
+from billing.schemas import ApiModel, Currency, MinorUnits, Moment, Percent, ResponseModel
 
 MAX_CODES_AT_ONCE = 1000
 # promo_codes.max_redemptions is an int4; a billion redemptions is "unlimited" in practice.
@@ -65,7 +65,7 @@ class DurationDiscountOut(ResponseModel):
 
 class UserDiscountIn(ApiModel):
     percent: Percent
-    valid_until: AwareDatetime | None = None
+    valid_until: Moment | None = None
     reason: Annotated[str, Field(max_length=500)] = ""
 
 
@@ -86,8 +86,8 @@ class PromoCodeIn(ApiModel):
     percent: Percent | None = None
     amount: MinorUnits | None = None
     currency: Currency | None = None
-    valid_from: AwareDatetime | None = None
-    valid_until: AwareDatetime | None = None
+    valid_from: Moment | None = None
+    valid_until: Moment | None = None
     max_redemptions: Annotated[int | None, Field(strict=True, ge=1, le=MAX_REDEMPTIONS)] = None
     tariff_ids: Annotated[list[UUID] | None, Field(max_length=100)] = None
     once_per_user: Annotated[bool, Field(strict=True)] = True

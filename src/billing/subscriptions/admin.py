@@ -18,6 +18,7 @@ from billing.catalog.service import get_tariff
 from billing.errors import Problem
 from billing.models import Subscription, SubscriptionStatus
 from billing.outbox.service import EventType, add_event
+from billing.schemas import within_moment_range
 from billing.subscriptions.service import LIVE, locked_subscription
 
 
@@ -52,10 +53,16 @@ async def change_tariff(
 
     404 ``tariff_not_found``; 409 ``tariff_inactive`` for a tariff not on sale (inactive,
     unpriced or its Auth role gone: a role that does not exist cannot be granted);
-    422 ``validation_error`` for a period end that is missing or not in the future.
+    422 ``validation_error`` for a period end that is missing, not in the future or not
+    within 1970–2200 (the admin panel's form comes here unchecked by the API's schema).
     """
-    if current_period_end is not None and current_period_end <= now:
-        raise Problem(422, "validation_error", "current_period_end: must be in the future")
+    if current_period_end is not None:
+        try:
+            within_moment_range(current_period_end)
+        except ValueError as error:
+            raise Problem(422, "validation_error", f"current_period_end: {error}") from None
+        if current_period_end <= now:
+            raise Problem(422, "validation_error", "current_period_end: must be in the future")
     tariff = await get_tariff(session, tariff_id)
     if not tariff.is_active or tariff.monthly_price is None or not tariff.role_exists:
         raise Problem(409, "tariff_inactive", f"tariff {tariff.code} is not on sale")

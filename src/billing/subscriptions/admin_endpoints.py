@@ -5,13 +5,12 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter
-from pydantic import AwareDatetime
 
 from billing.auth import AdminPrincipal
 from billing.config import Settings
 from billing.dependencies import ClockDep, SessionDep, SettingsDep
 from billing.models import Subscription, SubscriptionStatus
-from billing.schemas import ApiModel
+from billing.schemas import ApiModel, Moment
 from billing.subscriptions import admin
 from billing.subscriptions.periods import access_until
 from billing.subscriptions.schemas import SubscriptionOut
@@ -21,7 +20,7 @@ admin_router = APIRouter(tags=["admin: subscriptions"])
 
 class SubscriptionChange(ApiModel):
     tariff_id: uuid.UUID
-    current_period_end: AwareDatetime | None = None
+    current_period_end: Moment | None = None
 
 
 def subscription_out(subscription: Subscription, settings: Settings) -> SubscriptionOut:
@@ -58,4 +57,6 @@ async def change_user_tariff(
             actor=principal.subject,
             now=clock.now(),
         )
-    return subscription_out(subscription, settings)
+        # Made before the commit: an answer that cannot be made must roll the change back,
+        # not leave it committed behind a 500.
+        return subscription_out(subscription, settings)
