@@ -162,7 +162,8 @@ async def create(stripe_provider: StripeProvider, **changes: Any) -> Any:
     asked: dict[str, Any] = {
         "payment_id": BILLING_PAYMENT_ID, "amount": 49900, "currency": "RUB",
         "description": "Premium: 1 mo.", "return_url": RETURN_URL, "idempotence_key": "key-1",
-        "expires_at": datetime.now(UTC) + timedelta(minutes=30), **changes,
+        "expires_at": datetime.now(UTC) + timedelta(minutes=30),
+        "requested_at": datetime.now(UTC), **changes,
     }  # fmt: skip
     return await stripe_provider.create_payment(**asked)
 
@@ -555,7 +556,11 @@ def test_a_signed_event_names_what_to_re_read(
     body = stripe_event(kind, subject)
     notification = provider(httpx.AsyncClient()).parse_notification(body, signed(body))
     assert notification == Notification(
-        event=kind, provider_payment_id=named, event_id="evt_1NG8Du2eZvKYlo2C"
+        event=kind,
+        provider_payment_id=named,
+        event_id="evt_1NG8Du2eZvKYlo2C",
+        # The payment keeps its intent under this key of its data (see _payment).
+        named_by="payment_intent" if named == INTENT_ID else None,
     )
 
 

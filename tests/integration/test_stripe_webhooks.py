@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.app import create_app
+from billing.checkout.providers.base import Notification
 from billing.checkout.webhook_events import (
     already_processed,
     notified_payment_id,
@@ -317,11 +318,24 @@ async def test_an_event_names_a_payment_by_session_or_by_payment_intent(
         intent = stored.provider_data["payment_intent"]
         assert intent.startswith("pi_")
 
+        by_session = lambda reference: Notification(  # noqa: E731
+            event="checkout.session.completed", provider_payment_id=reference
+        )
+        by_intent = lambda reference: Notification(  # noqa: E731
+            event="charge.refunded", provider_payment_id=reference, named_by="payment_intent"
+        )
         named = [
-            await notified_payment_id(session, provider="stripe", reference=reference)
-            for reference in (stored.provider_payment_id, intent, "pi_unknown", "")
+            await notified_payment_id(session, provider="stripe", notification=notification)
+            for notification in (
+                by_session(stored.provider_payment_id),
+                by_intent(intent),
+                by_intent("pi_unknown"),
+                by_session(intent),  # an intent is not a session id
+            )
         ]
-        other_provider = await notified_payment_id(session, provider="yookassa", reference=intent)
+        other_provider = await notified_payment_id(
+            session, provider="yookassa", notification=by_intent(intent)
+        )
 
     assert named == [stored.id, stored.id, None, None]
     assert other_provider is None

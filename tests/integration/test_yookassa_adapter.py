@@ -94,6 +94,7 @@ async def create(yookassa: YooKassaProvider, key: str = "key-1") -> Any:
         return_url=RETURN_URL,
         idempotence_key=key,
         expires_at=datetime.now(UTC) + timedelta(minutes=30),
+        requested_at=datetime.now(UTC),
     )
 
 
@@ -134,6 +135,7 @@ async def test_a_long_description_is_cut_to_yookassas_128_characters() -> None:
         await provider(client).create_payment(
             payment_id=BILLING_PAYMENT_ID, amount=1, currency="RUB", description="x" * 300,
             return_url=RETURN_URL, idempotence_key="k", expires_at=datetime.now(UTC),
+            requested_at=datetime.now(UTC),
         )  # fmt: skip
     body = json.loads(route.calls.last.request.content)
     assert body["description"] == "x" * 128
@@ -217,7 +219,8 @@ async def test_each_attempt_is_bounded_by_the_adapter_s_timeout() -> None:
         await create(provider(client, timeout=httpx.Timeout(4.0, connect=1.5)))
         await create(provider(client))
     assert seen[0] == {"connect": 1.5, "read": 4.0, "write": 4.0, "pool": 4.0}
-    assert seen[1] == {"connect": 30, "read": 30, "write": 30, "pool": 30}  # the client's
+    # By default, PROVIDER_TIMEOUT, not the (longer) client's: a viewer waits for it.
+    assert seen[1] == {"connect": 3.0, "read": 5.0, "write": 5.0, "pool": 5.0}
 
 
 @pytest.mark.parametrize(

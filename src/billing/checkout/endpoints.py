@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from billing.auth import ViewerId
 from billing.checkout import service
-from billing.checkout.providers.base import InvalidNotification, PaymentProvider
-from billing.checkout.providers.registry import provider_from_settings
+from billing.checkout.providers.base import InvalidNotification
+from billing.checkout.providers.registry import Providers
 from billing.checkout.refund_window import refund_deadline
 from billing.checkout.schemas import (
     DiscountOut,
@@ -30,11 +30,13 @@ from billing.schemas import Page
 router = APIRouter(tags=["checkout"])
 
 
-def get_provider(request: Request) -> PaymentProvider:
-    return provider_from_settings(request.app.state.settings, request.app.state.outbound)
+def get_providers(request: Request) -> Providers:
+    """Every provider's adapter, built once at start-up (``create_app``'s lifespan)."""
+    providers: Providers = request.app.state.providers
+    return providers
 
 
-ProviderDep = Annotated[PaymentProvider, Depends(get_provider)]
+ProvidersDep = Annotated[Providers, Depends(get_providers)]
 
 
 def invoice_out(invoice: Invoice) -> InvoiceOut:
@@ -127,7 +129,7 @@ async def create_payment(
     sessions: SessionsDep,
     settings: SettingsDep,
     clock: ClockDep,
-    provider: ProviderDep,
+    providers: ProvidersDep,
     body: Annotated[PaymentCreate | None, Body()] = None,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
@@ -137,7 +139,7 @@ async def create_payment(
     async def start() -> tuple[int, object]:
         payment = await service.start_payment(
             sessions,
-            provider,
+            providers,
             invoice_id=invoice_id,
             user_id=user_id,
             return_url=str(request_body.return_url) if request_body.return_url else None,
@@ -158,12 +160,12 @@ async def checkout(
     sessions: SessionsDep,
     settings: SettingsDep,
     clock: ClockDep,
-    provider: ProviderDep,
+    providers: ProvidersDep,
 ) -> RedirectResponse:
     """Browser flow: start (or resume) the payment and go to the provider's page."""
     payment = await service.start_payment(
         sessions,
-        provider,
+        providers,
         invoice_id=invoice_id,
         user_id=user_id,
         return_url=None,
@@ -199,12 +201,14 @@ async def confirm_payment(
     sessions: SessionsDep,
     settings: SettingsDep,
     clock: ClockDep,
-    provider: ProviderDep,
+    providers: ProvidersDep,
 ) -> PaymentOut:
     """Ask the provider now and apply the answer (idempotent: repeats change nothing)."""
     await service.get_own_payment(session, payment_id, user_id)  # 404 for anyone else's
     await session.close()
-    payment = await service.sync_payment(sessions, provider, payment_id, now=clock.now())
+    payment = await service.sync_payment(
+        sessions, providers, payment_id, now=clock.now(), settings=settings
+    )
     return payment_out(payment, settings)
 
 
@@ -216,7 +220,7 @@ async def refund(
     sessions: SessionsDep,
     settings: SettingsDep,
     clock: ClockDep,
-    provider: ProviderDep,
+    providers: ProvidersDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     """Cancel a paid payment and refund it: only within the refund window."""
@@ -224,7 +228,7 @@ async def refund(
     async def refund_now() -> tuple[int, object]:
         payment = await service.refund_payment(
             sessions,
-            provider,
+            providers,
             payment_id=payment_id,
             user_id=user_id,
             now=clock.now(),
@@ -243,18 +247,22 @@ async def webhook(
     request: Request,
     sessions: SessionsDep,
     clock: ClockDep,
-    provider: ProviderDep,
+    settings: SettingsDep,
+    providers: ProvidersDep,
 ) -> dict[str, str]:
-    """Provider notifications: a trigger to re-read the payment, never trusted as such."""
-    if provider_name != provider.name:
+    """Provider notifications: a trigger to re-read the payment, never trusted as such.
+    Every provider's address is live, whichever takes new payments now."""
+    if provider_name not in providers:
         raise not_found("provider")
     try:
         await service.handle_notification(
             sessions,
-            provider,
+            providers,
+            provider_name,
             body=await request.body(),
             headers=dict(request.headers),
             now=clock.now(),
+            settings=settings,
         )
     except InvalidNotification as error:
         raise Problem(400, "invalid_notification", str(error)) from None

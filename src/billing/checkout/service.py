@@ -1,17 +1,19 @@
 """Checkout rules: issue invoices, start and settle payments, refund within the window.
 
-Settling is one function (:func:`apply_provider_state`) whichever way the news arrives —
-webhook, the viewer's confirm call, or the scheduler's reconciliation — and it locks the
-payment row, so applying ``succeeded`` twice or concurrently extends access exactly once.
+Settling is one function (:func:`settle_from_provider`) whichever way the news arrives —
+webhook, the viewer's confirm call, or the scheduler's reconciliation — and it runs on the
+locked payment row, so applying ``succeeded`` twice or concurrently extends access exactly
+once. No provider is ever asked while a transaction is open (see "payments" below).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.checkout import webhook_events
@@ -20,9 +22,12 @@ from billing.checkout.providers.base import (
     ProviderError,
     ProviderPayment,
     ProviderPaymentStatus,
+    ProviderRefund,
     ProviderRefundStatus,
+    ProviderRejected,
     ProviderUnavailable,
 )
+from billing.checkout.providers.registry import Providers, UnknownProvider
 from billing.checkout.refund_window import refund_deadline, refund_window_open
 from billing.config import Settings
 from billing.db import transaction
@@ -33,6 +38,7 @@ from billing.models import (
     Payment,
     PaymentStatus,
     Refund,
+    RefundReason,
     RefundStatus,
     Tariff,
 )
@@ -40,6 +46,7 @@ from billing.outbox.service import EventType, add_event
 from billing.pricing.service import (
     quote_for,
     redeem_promo_reservation,
+    redeem_released_reservation,
     reserve_promo_code,
 )
 from billing.schemas import Page
@@ -142,11 +149,33 @@ def _require_open(invoice: Invoice, now: datetime) -> None:
 
 
 # --- payments -------------------------------------------------------------------------------
+#
+# Starting a payment, confirming it and refunding it all take the same shape, because no
+# database connection or row lock may be held while a provider is asked (a slow provider
+# would otherwise hold the pool and take the whole API down with it):
+#   1. a short transaction records the intent — a ``pending`` row carrying its idempotence
+#      key — and commits;
+#   2. the provider is asked, with nothing held;
+#   3. a short transaction applies the answer, re-checking the row's state.
+# Unique indexes (one pending payment per invoice, one live refund per payment) and the
+# idempotence key make a double click, a race or a retry harmless: the provider answers a
+# repeated key with the first request's result. Reconciliation finishes what a crash or a
+# timeout interrupted between 1 and 3.
+
+
+def provider_for(providers: Providers, name: str) -> PaymentProvider:
+    """The adapter of the provider a payment was made with (whatever ``BILLING_PROVIDER``
+    says now)."""
+    try:
+        return providers[name]
+    except UnknownProvider as error:
+        log.error("%s", error)
+        raise Problem(503, "provider_unavailable", "the payment provider is unavailable") from None
 
 
 async def start_payment(
     sessions: Sessions,
-    provider: PaymentProvider,
+    providers: Providers,
     *,
     invoice_id: uuid.UUID,
     user_id: uuid.UUID,
@@ -154,61 +183,119 @@ async def start_payment(
     now: datetime,
     settings: Settings,
 ) -> Payment:
-    """Create the payment at the provider and answer where to send the viewer.
+    """Start (or resume) the invoice's payment and answer where to send the viewer.
 
-    The invoice stays locked while the provider is asked (bounded by the client's timeouts),
-    so two clicks never create two provider payments, and if the provider fails the
-    transaction rolls back: nothing is half-written. A pending payment already started for
-    the invoice is answered again instead of creating another.
+    The invoice's one pending payment is answered again if the provider already gave it a
+    page; one that never got that far (a timeout, a crash) is asked for again with its own
+    idempotence key, so the provider never holds two payments for one invoice.
     """
     async with transaction(sessions) as session:
+        # The invoice lock (held for this short transaction only) orders concurrent starts:
+        # the second finds the first's pending row.
         invoice = await get_own_invoice(session, invoice_id, user_id, lock=True)
         _require_open(invoice, now)
-        started = await session.scalar(
-            select(Payment)
+        payment = await session.scalar(
+            select(Payment).where(
+                Payment.invoice_id == invoice.id, Payment.status == PaymentStatus.PENDING
+            )
+        )
+        if payment is not None and payment.confirmation_url is not None:
+            return payment
+        if payment is None:
+            payment = Payment(
+                id=uuid.uuid4(),
+                invoice_id=invoice.id,
+                user_id=user_id,
+                provider=providers.for_new_payments.name,
+                idempotence_key=uuid.uuid4(),
+                status=PaymentStatus.PENDING,
+                amount=invoice.total_amount,
+                currency=invoice.currency,
+                return_url=return_url,
+                provider_data={},
+                # The provider's windows are on its own (real) clock, whatever ours says.
+                requested_at=datetime.now(UTC),
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(payment)
+        request = await _payment_request(session, payment, invoice, settings)
+    return await _create_at_provider(sessions, providers, payment, request, now=now)
+
+
+async def _payment_request(
+    session: AsyncSession, payment: Payment, invoice: Invoice, settings: Settings
+) -> dict[str, Any]:
+    """What the provider is asked to create: the same for every attempt with one key."""
+    tariff = await session.get_one(Tariff, invoice.tariff_id)
+    return {
+        "payment_id": payment.id,
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "description": f"{tariff.name}: {invoice.months} mo.",
+        "return_url": payment.return_url or f"{settings.public_url}/api/v1/payments/{payment.id}",
+        "idempotence_key": str(payment.idempotence_key),
+        "expires_at": invoice.expires_at,
+        "requested_at": payment.requested_at or payment.created_at,
+    }
+
+
+async def _create_at_provider(
+    sessions: Sessions,
+    providers: Providers,
+    payment: Payment,
+    request: dict[str, Any],
+    *,
+    now: datetime,
+) -> Payment:
+    provider = provider_for(providers, payment.provider)
+    try:
+        remote = await provider.create_payment(**request)
+    except ProviderRejected as error:
+        # Refused for good (a retry with this key would be refused again): this attempt is
+        # over, and the viewer's next click starts another.
+        await _cancel_unstarted(sessions, payment.id)
+        raise _unavailable(error) from error
+    except ProviderError as error:
+        # Unknown whether it was made: the row keeps its key for the next try.
+        raise _unavailable(error) from error
+    async with transaction(sessions) as session:
+        stored = await _locked_payment(session, payment.id)
+        if stored.provider_payment_id is None:
+            stored.provider_payment_id = remote.provider_payment_id
+            stored.confirmation_url = remote.confirmation_url
+            stored.provider_data = {**stored.provider_data, **remote.data}
+        elif stored.provider_payment_id != remote.provider_payment_id:
+            log.error("payment %s: the provider answered another payment id", stored.id)
+            raise Problem(503, "provider_unavailable", "the payment provider is unavailable")
+        refund = await settle_from_provider(session, stored, remote, now=now)
+    await _refund_if_due(sessions, providers, refund, now=now)
+    return stored
+
+
+async def _cancel_unstarted(sessions: Sessions, payment_id: uuid.UUID) -> None:
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(Payment)
             .where(
-                Payment.invoice_id == invoice.id,
+                Payment.id == payment_id,
                 Payment.status == PaymentStatus.PENDING,
-                Payment.confirmation_url.is_not(None),
+                Payment.provider_payment_id.is_(None),
             )
-            .order_by(Payment.created_at.desc())
-            .limit(1)
+            .values(status=PaymentStatus.CANCELED)
         )
-        if started is not None:
-            return started
-        tariff = await session.get_one(Tariff, invoice.tariff_id)
-        payment = Payment(
-            id=uuid.uuid4(),
-            invoice_id=invoice.id,
-            user_id=user_id,
-            provider=provider.name,
-            idempotence_key=uuid.uuid4(),
-            status=PaymentStatus.PENDING,
-            amount=invoice.total_amount,
-            currency=invoice.currency,
-            return_url=return_url,
-            provider_data={},
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(payment)
-        await session.flush()
-        try:
-            remote = await provider.create_payment(
-                payment_id=payment.id,
-                amount=payment.amount,
-                currency=payment.currency,
-                description=f"{tariff.name}: {invoice.months} mo.",
-                return_url=return_url or f"{settings.public_url}/api/v1/payments/{payment.id}",
-                idempotence_key=str(payment.idempotence_key),
-                expires_at=invoice.expires_at,
-            )
-        except ProviderError as error:
-            raise _unavailable(error) from error
-        payment.provider_payment_id = remote.provider_payment_id
-        payment.confirmation_url = remote.confirmation_url
-        payment.provider_data = dict(remote.data)
-        return payment
+
+
+async def _locked_payment(session: AsyncSession, payment_id: uuid.UUID) -> Payment:
+    payment = await session.scalar(
+        select(Payment)
+        .where(Payment.id == payment_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if payment is None:
+        raise not_found("payment")
+    return payment
 
 
 def _unavailable(error: ProviderError) -> Problem:
@@ -240,75 +327,110 @@ async def list_own_payments(session: AsyncSession, user_id: uuid.UUID, page: Pag
 
 
 async def sync_payment(
-    sessions: Sessions, provider: PaymentProvider, payment_id: uuid.UUID, *, now: datetime
+    sessions: Sessions,
+    providers: Providers,
+    payment_id: uuid.UUID,
+    *,
+    now: datetime,
+    settings: Settings,
 ) -> Payment:
     """Ask the provider about a payment and apply what it says (confirm, webhook, scheduler).
-    The provider is asked outside any transaction; applying locks the payment."""
+    A payment that never learnt its provider id (interrupted start) is asked for again with
+    its own key, which answers the one the provider made, if any."""
     async with sessions() as session:
         payment = await session.get(Payment, payment_id)
         if payment is None:
             raise not_found("payment")
+        if payment.status == PaymentStatus.PENDING and payment.provider_payment_id is None:
+            invoice = await session.get_one(Invoice, payment.invoice_id)
+            request = await _payment_request(session, payment, invoice, settings)
+        else:
+            request = None
+    if request is not None:
+        return await _create_at_provider(sessions, providers, payment, request, now=now)
     if payment.provider_payment_id is None or payment.status in (
         PaymentStatus.CANCELED,
         PaymentStatus.REFUNDED,
     ):
         return payment
+    provider = provider_for(providers, payment.provider)
     try:
         remote = await provider.get_payment(payment.provider_payment_id, payment.provider_data)
     except ProviderError as error:
         raise _unavailable(error) from error
-    return await apply_provider_state(sessions, payment.id, remote, now=now)
+    return await apply_provider_state(sessions, providers, payment.id, remote, now=now)
 
 
 async def apply_provider_state(
-    sessions: Sessions, payment_id: uuid.UUID, remote: ProviderPayment, *, now: datetime
+    sessions: Sessions,
+    providers: Providers,
+    payment_id: uuid.UUID,
+    remote: ProviderPayment,
+    *,
+    now: datetime,
 ) -> Payment:
     async with transaction(sessions) as session:
-        payment = await session.scalar(
-            select(Payment)
-            .where(Payment.id == payment_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        assert payment is not None
-        await settle_from_provider(session, payment, remote, now=now)
-        return payment
+        payment = await _locked_payment(session, payment_id)
+        refund = await settle_from_provider(session, payment, remote, now=now)
+    await _refund_if_due(sessions, providers, refund, now=now)
+    return payment
 
 
 async def settle_from_provider(
     session: AsyncSession, payment: Payment, remote: ProviderPayment, *, now: datetime
-) -> None:
-    """Apply the provider's view to a payment row this transaction has locked."""
+) -> Refund | None:
+    """Apply the provider's view to a payment row this transaction has locked.
+
+    Answers a refund to make at the provider once this transaction has committed (a payment
+    that succeeded on an invoice whose price can no longer be honoured), or None.
+    """
     if remote.amount != payment.amount or remote.currency != payment.currency:
         # Never settle on a payment that doesn't match what the invoice asked for.
         log.error("payment %s: provider reports another amount; not applied", payment.id)
-        return
+        return None
     if payment.status == PaymentStatus.PENDING:
         if remote.status == ProviderPaymentStatus.SUCCEEDED:
             invoice = await session.get_one(Invoice, payment.invoice_id, with_for_update=True)
-            tariff = await session.get_one(Tariff, invoice.tariff_id)
             payment.status = PaymentStatus.SUCCEEDED
             payment.paid_at = remote.paid_at or now
             payment.provider_data = {**payment.provider_data, **remote.data}
+            if not await _still_payable(session, invoice):
+                return _refund_at_once(session, payment, RefundReason.INVOICE_EXPIRED, now=now)
+            tariff = await session.get_one(Tariff, invoice.tariff_id)
             await _settle(session, invoice, tariff, payment=payment, now=now)
         elif remote.status == ProviderPaymentStatus.CANCELED:
             payment.status = PaymentStatus.CANCELED
     elif payment.status == PaymentStatus.SUCCEEDED and remote.refunded_amount >= payment.amount > 0:
-        # Refunded outside billing (the provider's dashboard): record it and take the months
-        # back as if the viewer had asked.
-        session.add(
-            Refund(
-                id=uuid.uuid4(),
-                payment_id=payment.id,
-                idempotence_key=uuid.uuid4(),
-                status=RefundStatus.SUCCEEDED,
-                amount=payment.amount,
-                currency=payment.currency,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        await _apply_refund(session, payment, now=now)
+        # Refunded at the provider: by billing (a refund whose answer was lost) or in the
+        # provider's dashboard. Either way the months go back as if the viewer had asked.
+        refund = await _live_refund(session, payment.id)
+        if refund is None:
+            refund = _new_refund(payment, RefundReason.PROVIDER, now=now)
+            session.add(refund)
+        refund.status = RefundStatus.SUCCEEDED
+        await _apply_refund(session, payment, refund, now=now)
+    return None
+
+
+async def _still_payable(session: AsyncSession, invoice: Invoice) -> bool:
+    """Whether a payment that just succeeded can be honoured at its invoice's price.
+
+    An open invoice can. One that expired meanwhile had its promo reservation released, and
+    someone else may have taken the last use since: it is honoured only if the code can be
+    redeemed again within its limits (never more redemptions than ``max_redemptions``).
+    """
+    if invoice.status == InvoiceStatus.OPEN:
+        return True
+    if invoice.status != InvoiceStatus.EXPIRED:
+        # Paid already, or canceled: the invoice is settled otherwise; this money goes back.
+        log.error("invoice %s is %s, yet another payment succeeded", invoice.id, invoice.status)
+        return False
+    if invoice.promo_code_id is not None and not await redeem_released_reservation(
+        session, invoice.id
+    ):
+        return False
+    invoice.status = InvoiceStatus.OPEN  # honoured as if paid in time; _settle marks it paid
+    return True
 
 
 async def _settle(
@@ -353,7 +475,7 @@ async def _settle(
 
 async def refund_payment(
     sessions: Sessions,
-    provider: PaymentProvider,
+    providers: Providers,
     *,
     payment_id: uuid.UUID,
     user_id: uuid.UUID,
@@ -362,8 +484,9 @@ async def refund_payment(
 ) -> Payment:
     """Refund a paid payment within the refund window.
 
-    The payment row stays locked while the provider refunds, so a second or concurrent
-    request waits and then finds the payment refunded: one refund at the provider.
+    The refund is recorded ``pending`` with its idempotence key and committed before the
+    provider is asked, so a second or concurrent request (or reconciliation, after a
+    crash) asks again with the same key: one refund at the provider, applied once.
     """
     async with transaction(sessions) as session:
         payment = await session.scalar(
@@ -376,49 +499,167 @@ async def refund_payment(
             raise not_found("payment")
         if payment.status != PaymentStatus.SUCCEEDED or payment.provider_payment_id is None:
             raise Problem(409, "payment_not_refundable", f"the payment is {payment.status}")
-        assert payment.paid_at is not None
-        if not refund_window_open(payment.paid_at, now, settings.refund_window):
-            deadline = refund_deadline(payment.paid_at, settings.refund_window)
-            raise Problem(
-                409,
-                "refund_window_expired",
-                f"refunds are possible until {deadline.isoformat()}",
-            )
-        refund = Refund(
-            id=uuid.uuid4(),
-            payment_id=payment.id,
-            idempotence_key=uuid.uuid4(),
-            amount=payment.amount,
-            currency=payment.currency,
-            created_at=now,
-            updated_at=now,
+        refund = await _live_refund(session, payment.id)
+        if refund is None:
+            assert payment.paid_at is not None
+            if not refund_window_open(payment.paid_at, now, settings.refund_window):
+                deadline = refund_deadline(payment.paid_at, settings.refund_window)
+                raise Problem(
+                    409,
+                    "refund_window_expired",
+                    f"refunds are possible until {deadline.isoformat()}",
+                )
+            refund = _new_refund(payment, RefundReason.REQUESTED, now=now)
+            session.add(refund)
+        # else: asked before and not finished; asked in time, so the window is no matter.
+    return await _refund_at_provider(sessions, providers, refund, now=now)
+
+
+def _new_refund(payment: Payment, reason: RefundReason, *, now: datetime) -> Refund:
+    return Refund(
+        id=uuid.uuid4(),
+        payment_id=payment.id,
+        idempotence_key=uuid.uuid4(),
+        status=RefundStatus.PENDING,
+        reason=reason,
+        amount=payment.amount,
+        currency=payment.currency,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _refund_at_once(
+    session: AsyncSession, payment: Payment, reason: RefundReason, *, now: datetime
+) -> Refund:
+    """Record a refund billing owes the viewer; the caller asks the provider after commit
+    (and reconciliation does, if that fails)."""
+    refund = _new_refund(payment, reason, now=now)
+    session.add(refund)
+    log.warning("payment %s: refunded at once (%s)", payment.id, reason.value)
+    return refund
+
+
+async def _live_refund(session: AsyncSession, payment_id: uuid.UUID) -> Refund | None:
+    refund: Refund | None = await session.scalar(
+        select(Refund)
+        .where(Refund.payment_id == payment_id, Refund.status != RefundStatus.CANCELED)
+        .with_for_update()
+    )
+    return refund
+
+
+async def _refund_if_due(
+    sessions: Sessions, providers: Providers, refund: Refund | None, *, now: datetime
+) -> None:
+    if refund is None:
+        return
+    try:
+        await _refund_at_provider(sessions, providers, refund, now=now)
+    except Problem as problem:
+        # The payment stands as succeeded with its refund pending: reconciliation retries.
+        log.warning("refund %s not made yet: %s", refund.id, problem.detail)
+
+
+async def _refund_at_provider(
+    sessions: Sessions, providers: Providers, refund: Refund, *, now: datetime
+) -> Payment:
+    """Ask the provider for a recorded refund (with its key) and apply the answer."""
+    async with sessions() as session:
+        payment = await session.get_one(Payment, refund.payment_id)
+    assert payment.provider_payment_id is not None
+    provider = provider_for(providers, payment.provider)
+    try:
+        remote = await provider.create_refund(
+            provider_payment_id=payment.provider_payment_id,
+            amount=refund.amount,
+            currency=refund.currency,
+            idempotence_key=str(refund.idempotence_key),
+            data=payment.provider_data,
         )
-        session.add(refund)
-        await session.flush()
+    except ProviderRejected as error:
+        # Refused for good: the refund is over (kept as a record); a new one may be asked.
+        log.error("refund %s refused by the provider: %s", refund.id, error)
+        remote = None
+    except ProviderError as error:
+        # Unknown whether it was made: it stays pending, and its key is asked again.
+        raise _unavailable(error) from error
+    async with transaction(sessions) as session:
+        payment = await _locked_payment(session, refund.payment_id)
+        stored = await session.get_one(
+            Refund, refund.id, with_for_update=True, populate_existing=True
+        )
+        await _apply_refund_answer(session, payment, stored, remote, now=now)
+    if stored.status == RefundStatus.CANCELED:
+        raise Problem(409, "payment_not_refundable", "the provider declined the refund")
+    return payment
+
+
+async def finish_refund(
+    sessions: Sessions,
+    providers: Providers,
+    refund_id: uuid.UUID,
+    *,
+    now: datetime,
+    settings: Settings,
+) -> bool:
+    """Finish a refund whose outcome billing does not know (a timeout, a crash, or the
+    provider's "pending"); True once it has succeeded.
+
+    One the provider never named is asked for again with its own key (the provider answers
+    the first request's result, or makes it now: never a second refund); one it named is
+    read back from the payment, whose refunded amount says whether it went through.
+    """
+    async with sessions() as session:
+        refund = await session.get_one(Refund, refund_id)
+    if refund.status != RefundStatus.PENDING:
+        return False
+    if refund.provider_refund_id is None:
         try:
-            remote = await provider.create_refund(
-                provider_payment_id=payment.provider_payment_id,
-                amount=refund.amount,
-                currency=refund.currency,
-                idempotence_key=str(refund.idempotence_key),
-                data=payment.provider_data,
-            )
-        except ProviderError as error:
-            raise _unavailable(error) from error
-        if remote.status == ProviderRefundStatus.CANCELED:
-            raise Problem(409, "payment_not_refundable", "the provider declined the refund")
-        refund.provider_refund_id = remote.provider_refund_id
-        refund.status = remote.status.value
-        await _apply_refund(session, payment, now=now)
-        return payment
+            await _refund_at_provider(sessions, providers, refund, now=now)
+        except Problem as problem:
+            if problem.code != "payment_not_refundable":
+                raise
+    else:
+        await sync_payment(sessions, providers, refund.payment_id, now=now, settings=settings)
+    async with sessions() as session:
+        return (await session.get_one(Refund, refund_id)).status == RefundStatus.SUCCEEDED
 
 
-async def _apply_refund(session: AsyncSession, payment: Payment, *, now: datetime) -> None:
+async def _apply_refund_answer(
+    session: AsyncSession,
+    payment: Payment,
+    refund: Refund,
+    remote: ProviderRefund | None,
+    *,
+    now: datetime,
+) -> None:
+    """Apply the provider's answer (None: refused) to a refund; both rows are locked.
+    Applied once: a refund no longer pending was finished by a concurrent request, a
+    webhook or reconciliation."""
+    if refund.status != RefundStatus.PENDING:
+        return
+    if remote is None:
+        refund.status = RefundStatus.CANCELED
+        return
+    refund.provider_refund_id = remote.provider_refund_id or refund.provider_refund_id
+    if remote.status == ProviderRefundStatus.CANCELED:
+        refund.status = RefundStatus.CANCELED
+    elif remote.status == ProviderRefundStatus.SUCCEEDED:
+        refund.status = RefundStatus.SUCCEEDED
+        if payment.status == PaymentStatus.SUCCEEDED:
+            await _apply_refund(session, payment, refund, now=now)
+
+
+async def _apply_refund(
+    session: AsyncSession, payment: Payment, refund: Refund, *, now: datetime
+) -> None:
     invoice = await session.get_one(Invoice, payment.invoice_id, with_for_update=True)
     tariff = await session.get_one(Tariff, invoice.tariff_id)
     payment.status = PaymentStatus.REFUNDED
     payment.refunded_at = now
-    invoice.status = InvoiceStatus.REFUNDED
+    if invoice.status == InvoiceStatus.PAID:
+        invoice.status = InvoiceStatus.REFUNDED
     if payment.period_start is not None and payment.period_end is not None:
         await take_back(
             session,
@@ -439,6 +680,7 @@ async def _apply_refund(session: AsyncSession, payment: Payment, *, now: datetim
             "tariff": {"id": tariff.id, "name": tariff.name, "role": tariff.role},
             "amount": payment.amount,
             "currency": payment.currency,
+            "reason": refund.reason,
         },
     )
 
@@ -448,11 +690,13 @@ async def _apply_refund(session: AsyncSession, payment: Payment, *, now: datetim
 
 async def handle_notification(
     sessions: Sessions,
-    provider: PaymentProvider,
+    providers: Providers,
+    provider_name: str,
     *,
     body: bytes,
     headers: dict[str, str],
     now: datetime,
+    settings: Settings,
 ) -> Payment | None:
     """A provider's notification is only a trigger: the payment it names is re-read from the
     provider, so a forged body changes nothing. ``InvalidNotification`` propagates (400).
@@ -460,6 +704,7 @@ async def handle_notification(
     Numbered events (Stripe's) are remembered once handled, so a redelivery or a replay is
     not even re-read; a failed one stays unremembered, so the provider's retry is handled.
     """
+    provider = providers[provider_name]
     notification = provider.parse_notification(body, headers)
     event_id = notification.event_id
     if event_id is not None and await webhook_events.already_processed(
@@ -468,13 +713,13 @@ async def handle_notification(
         return None
     async with sessions() as session:
         payment_id = await webhook_events.notified_payment_id(
-            session, provider=provider.name, reference=notification.provider_payment_id
+            session, provider=provider.name, notification=notification
         )
     payment = None
     if payment_id is None:
         log.info("notification about unknown payment %s ignored", notification.provider_payment_id)
     else:
-        payment = await sync_payment(sessions, provider, payment_id, now=now)
+        payment = await sync_payment(sessions, providers, payment_id, now=now, settings=settings)
     if event_id is not None:
         await webhook_events.remember_processed(
             sessions, provider=provider.name, event_id=event_id, now=now

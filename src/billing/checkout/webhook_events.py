@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from billing.checkout.providers.base import Notification
 from billing.db import transaction
 from billing.models import Payment, ProcessedWebhookEvent
 
@@ -52,25 +53,18 @@ async def remember_processed(
 
 
 async def notified_payment_id(
-    session: AsyncSession, *, provider: str, reference: str
+    session: AsyncSession, *, provider: str, notification: Notification
 ) -> uuid.UUID | None:
-    """The payment a notification names: by the provider's payment id, or by the payment
-    intent billing keeps in ``provider_data`` (Stripe's ``charge.*`` events name the payment
-    intent, never the Checkout Session that billing knows the payment by)."""
-    by_id: uuid.UUID | None = await session.scalar(
-        select(Payment.id).where(
-            Payment.provider == provider, Payment.provider_payment_id == reference
-        )
+    """The payment a notification names: by the provider's payment id, or, where the adapter
+    says the event names it otherwise (``named_by``), by that reference in the payment's
+    ``provider_data`` (served by the GIN index ``ix_payments_provider_data``)."""
+    reference = notification.provider_payment_id
+    named = (
+        Payment.provider_data.contains({notification.named_by: reference})
+        if notification.named_by is not None
+        else Payment.provider_payment_id == reference
     )
-    if by_id is not None:
-        return by_id
-    # Served by the partial expression index ix_payments_payment_intent.
-    by_intent: uuid.UUID | None = await session.scalar(
-        select(Payment.id)
-        .where(
-            Payment.provider == provider,
-            Payment.provider_data["payment_intent"].astext == reference,
-        )
-        .limit(1)
+    payment_id: uuid.UUID | None = await session.scalar(
+        select(Payment.id).where(Payment.provider == provider, named).limit(1)
     )
-    return by_intent
+    return payment_id

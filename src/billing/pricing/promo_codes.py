@@ -340,3 +340,48 @@ async def redeem_promo_reservation(session: AsyncSession, invoice_id: uuid.UUID)
         .execution_options(synchronize_session=False)
     )
     return redeemed is not None
+
+
+async def redeem_released_reservation(session: AsyncSession, invoice_id: uuid.UUID) -> bool:
+    """A payment succeeded after its invoice expired and its reservation was released: take
+    a slot again and redeem it, within the code's limits; False if the code is used up or
+    this viewer has used it since (the payment is then refunded, never honoured over the
+    limit). The same conditional update and once-per-user index as a reservation decide,
+    so no timing can exceed ``max_redemptions``."""
+    redemption = await session.scalar(
+        select(PromoRedemption)
+        .where(
+            PromoRedemption.invoice_id == invoice_id,
+            PromoRedemption.status == RedemptionStatus.RELEASED,
+        )
+        .with_for_update()
+    )
+    if redemption is None:
+        return False
+    try:
+        async with session.begin_nested():
+            taken = await session.scalar(
+                update(PromoCode)
+                .where(
+                    PromoCode.id == redemption.promo_code_id,
+                    or_(
+                        PromoCode.max_redemptions.is_(None),
+                        PromoCode.redemptions_count < PromoCode.max_redemptions,
+                    ),
+                )
+                .values(redemptions_count=PromoCode.redemptions_count + 1)
+                .returning(PromoCode.redemptions_count)
+                .execution_options(synchronize_session=False)
+            )
+            if taken is None:
+                return False
+            redemption.status = RedemptionStatus.REDEEMED
+            await session.flush()
+    except IntegrityError as error:
+        if (
+            getattr(getattr(error.orig, "diag", None), "constraint_name", None)
+            == _ONCE_PER_USER_INDEX
+        ):
+            return False
+        raise
+    return True

@@ -33,6 +33,9 @@ from billing.pricing.promo_codes import (
 # The promo-code accounting checkout calls, re-exported so pricing has one public face.
 from billing.pricing.promo_codes import find_promo_code as find_promo_code
 from billing.pricing.promo_codes import redeem_promo_reservation as redeem_promo_reservation
+from billing.pricing.promo_codes import (
+    redeem_released_reservation as redeem_released_reservation,
+)
 from billing.pricing.promo_codes import release_promo_reservation as release_promo_reservation
 from billing.pricing.promo_codes import reserve_promo_code as reserve_promo_code
 from billing.pricing.rules import (

@@ -13,6 +13,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+import httpx
+
+# What a provider call may cost a viewer's request: each attempt connects within 3 s and
+# reads within 5 s, three attempts in all with a short back-off between them (≈ 16 s at
+# worst, under the 30 s a browser or mobile client waits). A provider that hangs then costs
+# its own callers that long, and nobody else: no connection or lock is held meanwhile.
+PROVIDER_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+PROVIDER_ATTEMPTS = 3
+
 
 class ProviderPaymentStatus(StrEnum):
     PENDING = "pending"  # waiting for the viewer (or for capture)
@@ -56,6 +65,10 @@ class Notification:
     event: str
     provider_payment_id: str
     event_id: str | None = None  # for providers that number their events (Stripe)
+    # When the event names the payment by something else than its id, the key of
+    # ``ProviderPayment.data`` that billing keeps that reference under (Stripe's charge
+    # events name the payment intent, never the Checkout Session).
+    named_by: str | None = None
 
 
 class ProviderError(Exception):
@@ -93,8 +106,14 @@ class PaymentProvider(Protocol):
         return_url: str,
         idempotence_key: str,
         expires_at: datetime,
+        requested_at: datetime,
     ) -> ProviderPayment:
-        """Create the payment; retries reuse ``idempotence_key`` so at most one exists."""
+        """Create the payment; retries reuse ``idempotence_key`` so at most one exists.
+
+        ``requested_at`` is the real time of the first attempt with this key: a provider
+        that judges windows by its own clock computes them from it, so that a retry (the
+        viewer's next click, reconciliation) sends exactly the same request and is answered
+        the first one's result."""
         ...
 
     async def get_payment(

@@ -31,6 +31,8 @@ import httpx
 import stripe
 
 from billing.checkout.providers.base import (
+    PROVIDER_ATTEMPTS,
+    PROVIDER_TIMEOUT,
     InvalidNotification,
     Notification,
     ProviderError,
@@ -84,16 +86,17 @@ class OutboundHTTPClient(stripe.HTTPClient):
 
     name = "httpx"
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, timeout: httpx.Timeout) -> None:
         super().__init__()
         self._client = client
+        self._timeout = timeout
 
     async def request_async(
         self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
     ) -> tuple[bytes, int, Mapping[str, str]]:
         try:
             response = await self._client.request(
-                method.upper(), url, headers=headers, content=post_data
+                method.upper(), url, headers=headers, content=post_data, timeout=self._timeout
             )
         except httpx.TransportError as error:  # timeouts, refused connections, resets
             # The SDK's own clients raise this, and retry when ``should_retry``.
@@ -125,15 +128,16 @@ class StripeProvider:
         base_url: str,
         secret_key: str,
         webhook_secret: str,
-        max_network_retries: int = 2,
+        max_network_retries: int = PROVIDER_ATTEMPTS - 1,
+        timeout: httpx.Timeout = PROVIDER_TIMEOUT,
         tolerance: int = SIGNATURE_TOLERANCE,
     ) -> None:
-        """``max_network_retries`` after the first attempt (the SDK backs off 0.5 s, 1 s, …);
-        webhooks older than ``tolerance`` seconds are refused."""
+        """``max_network_retries`` after the first attempt (the SDK backs off 0.5 s, 1 s, …),
+        each bounded by ``timeout``; webhooks older than ``tolerance`` seconds are refused."""
         self._stripe = stripe.StripeClient(
             secret_key,
             base_addresses={"api": base_url.rstrip("/")},
-            http_client=OutboundHTTPClient(client),
+            http_client=OutboundHTTPClient(client, timeout),
             max_network_retries=max_network_retries,
         )
         self._webhook_secret = webhook_secret
@@ -151,6 +155,7 @@ class StripeProvider:
         return_url: str,
         idempotence_key: str,
         expires_at: datetime,
+        requested_at: datetime,
     ) -> ProviderPayment:
         reference = {"billing_payment_id": str(payment_id)}
         session = await self._call(
@@ -171,7 +176,7 @@ class StripeProvider:
                     "success_url": return_url,
                     "cancel_url": return_url,
                     "client_reference_id": str(payment_id),
-                    "expires_at": session_expiry(expires_at, datetime.now(UTC)),
+                    "expires_at": session_expiry(expires_at, requested_at),
                     "metadata": reference,
                     "payment_intent_data": {"description": description, "metadata": reference},
                 },
@@ -242,15 +247,19 @@ class StripeProvider:
         subject = (document.get("data") or {}).get("object")
         if not (isinstance(kind, str) and isinstance(event_id, str) and isinstance(subject, dict)):
             raise InvalidNotification("the event has no type, id or object")
+        named_by = None
         if kind in SESSION_EVENTS:
             named, pattern = subject.get("id"), SESSION_ID
         elif kind in CHARGE_EVENTS:
             named, pattern = subject.get("payment_intent"), PAYMENT_INTENT_ID
+            named_by = "payment_intent"  # kept in the payment's data by ``_payment``
         else:
             named, pattern = subject.get("id"), None
         if not isinstance(named, str) or (pattern is not None and not pattern.fullmatch(named)):
             raise InvalidNotification(f"the {kind} event names no payment")
-        return Notification(event=kind, provider_payment_id=named, event_id=event_id)
+        return Notification(
+            event=kind, provider_payment_id=named, event_id=event_id, named_by=named_by
+        )
 
     # --- calls ------------------------------------------------------------------------------
 
@@ -266,8 +275,9 @@ class StripeProvider:
 def session_expiry(invoice_expires_at: datetime, now: datetime) -> int:
     """``expires_at`` for the session: the invoice's expiry, moved into Stripe's window.
 
-    ``now`` is the real time, because Stripe judges the window on its own clock (the
-    interface passes no ``now``; in production the app's clock is the real one). An invoice
+    ``now`` is the real time of the first request with this idempotency key, because Stripe
+    judges the window on its own clock, and a retry must send the same parameters (Stripe
+    refuses a key reused with others; it answers a replay without judging it again). An invoice
     shorter-lived than Stripe's 30 minutes gets a session that outlives it a little; a
     payment made then is settled like any other, as with ЮKassa, whose payments outlive
     invoices too.

@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 import httpx
 
 from billing.checkout.providers.base import (
+    PROVIDER_ATTEMPTS,
+    PROVIDER_TIMEOUT,
     InvalidNotification,
     Notification,
     ProviderPayment,
@@ -78,12 +80,12 @@ class YooKassaProvider:
         base_url: str,
         shop_id: str,
         secret_key: str,
-        attempts: int = 3,
+        attempts: int = PROVIDER_ATTEMPTS,
         backoff: float = 0.2,
-        timeout: httpx.Timeout | None = None,
+        timeout: httpx.Timeout = PROVIDER_TIMEOUT,
     ) -> None:
         """``attempts`` in all, ``backoff`` seconds before the second and doubling; each attempt
-        bounded by ``timeout`` (by default the client's own)."""
+        bounded by ``timeout``."""
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
         self._client = client
@@ -105,6 +107,7 @@ class YooKassaProvider:
         return_url: str,
         idempotence_key: str,
         expires_at: datetime,
+        requested_at: datetime,
     ) -> ProviderPayment:
         # ЮKassa takes no expiry for a payment awaiting the viewer (its own lifetime is about
         # an hour); billing expires the invoice on its side, so ``expires_at`` is not sent.
@@ -189,7 +192,7 @@ class YooKassaProvider:
             try:
                 request = self._client.build_request(
                     method, url, json=json_body, headers=headers,
-                    timeout=self._timeout or self._client.timeout,
+                    timeout=self._timeout,
                 )  # fmt: skip
                 response = await self._client.send(request, auth=self._auth)
             except httpx.TransportError as error:  # timeouts, refused connections, resets
