@@ -1,5 +1,7 @@
 """The admin panel in a real browser (Debian's Chromium through Playwright) against a real
-`billing serve` process on the test database: log in, change a price, export payments."""
+`billing serve` process on the test database: log in, change a price, export payments; the
+pages work under their Content-Security-Policy with no violation, a form on another site
+cannot change a price, and after logout the old cookie opens nothing."""
 
 from __future__ import annotations
 
@@ -11,14 +13,23 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.admin.service import create_admin_user
-from billing.models import AdminRole, AuditEntry, PaymentStatus, TariffPrice
+from billing.models import (
+    AdminRole,
+    AdminSession,
+    AuditEntry,
+    PaymentStatus,
+    PromoCode,
+    Tariff,
+    TariffPrice,
+)
 from tests.conftest import TEST_JWT_SECRET
 from tests.e2e.test_serve_process import BILLING, environment, free_port, stop, wait_until_healthy
 from tests.integration.checkout_helpers import add_tariff
@@ -166,3 +177,139 @@ async def test_log_in_change_a_price_and_export_payments(
     assert page.url == f"{server}/admin/login"
     await page.goto(f"{server}/admin/payment/list")
     assert page.url == f"{server}/admin/login"
+
+
+# Every violation of the page's policy, as the page itself reports it (the event fires for
+# each one, whether or not the console shows it).
+RECORD_VIOLATIONS = """
+window.cspViolations = [];
+document.addEventListener('securitypolicyviolation', (event) => {
+  window.cspViolations.push(`${event.effectiveDirective} ${event.blockedURI}`);
+});
+"""
+
+
+class Watched:
+    """A page whose policy violations, console errors and script errors are collected."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.console_errors: list[str] = []
+        self.script_errors: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.script_errors.append(str(error)))
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.console_errors.append(message.text)
+
+    async def violations(self) -> list[str]:
+        found: list[str] = await self.page.evaluate("window.cspViolations || []")
+        return found
+
+    async def assert_clean(self, where: str) -> None:
+        assert await self.violations() == [], where
+        assert self.console_errors == [], where
+        assert self.script_errors == [], where
+
+
+async def test_the_panel_works_under_its_policy_and_logout_ends_the_session(
+    server: str, browser: Browser, sessions: Sessions
+) -> None:
+    async with sessions() as session, session.begin():
+        await create_admin_user(session, "marta", PASSWORD, AdminRole.MARKETING)
+    tariff = await add_tariff(sessions, price=49900)
+    await add_payment(
+        sessions,
+        tariff,
+        user_id=uuid.uuid4(),
+        created_at=datetime(2025, 5, 10, tzinfo=UTC),
+        status=PaymentStatus.SUCCEEDED,
+    )
+    context = await browser.new_context()
+    await context.add_init_script(RECORD_VIOLATIONS)
+    watched = Watched(await context.new_page())
+    page = watched.page
+
+    # The watch itself works: something the policy forbids is reported.
+    await page.goto(f"{server}/admin/login")
+    await page.evaluate(
+        "() => { const image = new Image(); image.src = 'http://elsewhere.test/pixel.png';"
+        " document.body.append(image); }"
+    )
+    await page.wait_for_function("window.cspViolations.length > 0")
+    assert await watched.violations() == ["img-src http://elsewhere.test/pixel.png"]
+    await page.reload()
+    watched.console_errors.clear()  # the refused image's own console line
+
+    response = await page.goto(f"{server}/admin/login")
+    assert response is not None
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-frame-options"] == "DENY"
+    await watched.assert_clean("login page")
+
+    await log_in(page, server, "marta", PASSWORD)
+    assert page.url == f"{server}/admin/"
+    await watched.assert_clean("first page")
+
+    # A list with filters and an export button, a form with a date picker (flatpickr), a
+    # message after saving, a delete dialog (its DELETE sent by the page's script).
+    await page.goto(f"{server}/admin/payment/list")
+    await page.click("a[href$='status=succeeded']")
+    await watched.assert_clean("payments")
+    await page.goto(f"{server}/admin/promo-code/create")
+    await page.fill("input[name=code]", "SPRING25")
+    await page.fill("input[name=percent]", "25")
+    await page.click("input[name=valid_until]")
+    await page.wait_for_selector(".flatpickr-calendar.open")
+    await page.keyboard.press("Escape")
+    await page.click("input[type=submit][value=Save]")
+    assert page.url.startswith(f"{server}/admin/promo-code/list")
+    assert "SPRING25" in await page.inner_text("table")
+    # The message is shown without the inline script SQLAdmin has for it, and closes.
+    toast = page.locator(".toast")
+    assert "created" in await toast.inner_text()
+    await page.click(".toast .btn-close")
+    await toast.wait_for(state="hidden")
+    await page.click("a[data-bs-target='#modal-delete'][data-pk]")
+    await page.wait_for_selector("#modal-delete-button", state="visible")
+    async with page.expect_navigation():
+        await page.click("#modal-delete-button")  # a DELETE from the page's script
+    async with sessions() as session:
+        assert list(await session.scalars(select(PromoCode))) == []
+    await page.goto(f"{server}/admin/tariff/edit/{tariff.id}")
+    assert await page.input_value("input[name=monthly_price]") == "499.00"
+    await watched.assert_clean("promo codes and tariffs")
+
+    # A form on another site (here: a page of no origin) posting a new price is refused.
+    cookies: list[Any] = await context.cookies()
+    [session_cookie] = [cookie for cookie in cookies if cookie["name"] == "billing_admin"]
+    await page.goto("about:blank")
+    await page.set_content(
+        f'<form method="post" action="{server}/admin/tariff/edit/{tariff.id}">'
+        '<input name="name" value="Hacked"><input name="monthly_price" value="1">'
+        '<input name="save" value="Save"><button id="send">send</button></form>'
+    )
+    async with page.expect_navigation() as navigation:
+        await page.click("#send")
+    refused = await navigation.value
+    assert refused is not None and refused.status == 403
+    assert "sent from another site" in await page.inner_text("body")
+    watched.console_errors.remove(
+        "Failed to load resource: the server responded with a status of 403 (Forbidden)"
+    )
+    async with sessions() as session:
+        unchanged = await session.get_one(Tariff, tariff.id)
+    assert (unchanged.name, unchanged.monthly_price) == (tariff.name, 49900)
+
+    # Logging out ends the session on the server: the old cookie, replayed, opens nothing.
+    await page.goto(f"{server}/admin/")
+    await page.click("a[href$='/admin/logout']")
+    assert page.url == f"{server}/admin/login"
+    async with sessions() as session:
+        assert list(await session.scalars(select(AdminSession))) == []
+    await context.add_cookies([session_cookie])
+    await page.goto(f"{server}/admin/payment/list")
+    assert page.url == f"{server}/admin/login"
+    await watched.assert_clean("after logout")
+    await context.close()

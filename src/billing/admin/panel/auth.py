@@ -1,35 +1,36 @@
-"""Who may use the admin panel: ``admin_users`` accounts, a signed session cookie, roles."""
+"""Who may use the admin panel: ``admin_users`` accounts, server-side sessions named by a
+random cookie token, roles, and changes accepted only from the panel's own pages."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import uuid
+import copy
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqladmin.authentication import AuthenticationBackend
 from sqladmin.authorization import AuthorizationBackend
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from billing.admin.service import authenticate
-from billing.config import Settings
-from billing.models import AdminRole, AdminUser
+from billing.admin.service import (
+    SESSION_LIFETIME,
+    end_session,
+    find_session,
+    log_in,
+    save_session_data,
+)
+from billing.clock import Clock
+from billing.db import transaction
+from billing.models import AdminRole, AdminSession, AdminUser
 
 SESSION_COOKIE = "billing_admin"
-SESSION_MAX_AGE = 8 * 60 * 60  # a working day; then the panel asks for the password again
-_USER_KEY = "admin_user_id"
 _STATE_KEY = "admin_user"
-
-
-def session_secret(settings: Settings) -> str:
-    """The key that signs the panel's session cookies: derived from the JWT signing secret,
-    so there is no other secret to configure, and a cookie's signature says nothing about the
-    secret that signs tokens (a different, one-way purpose)."""
-    return hmac.new(
-        settings.jwt_signing_secret.encode(), b"billing admin-panel session cookie", hashlib.sha256
-    ).hexdigest()
+_SESSION_KEY = "billing.admin_session"  # in the ASGI scope: the live session, or None
+STATICS = "/statics/"  # SQLAdmin's files: no session needed to serve them
 
 
 def current_admin(request: Request) -> AdminUser:
@@ -38,59 +39,122 @@ def current_admin(request: Request) -> AdminUser:
     return user
 
 
+def route_path(scope: Scope) -> str:
+    """The path inside the panel (``/login``), wherever the panel is mounted."""
+    path: str = scope["path"]
+    return path.removeprefix(scope.get("root_path", ""))
+
+
+class ServerSessions:
+    """The panel's sessions live in ``admin_sessions``; the cookie carries only a random
+    token. For every panel request, the token's live session (not logged out, not expired,
+    its account active) is looked up with its account; its data (the panel's messages) is
+    ``request.session``, written back when a page changed it. Anyone else gets an empty
+    session that is never stored, so visitors who are not logged in write nothing."""
+
+    def __init__(self, app: ASGIApp, *, sessions: async_sessionmaker[AsyncSession], clock: Clock):
+        self.app = app
+        self.sessions = sessions
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or route_path(scope).startswith(STATICS):
+            await self.app(scope, receive, send)
+            return
+        token = HTTPConnection(scope).cookies.get(SESSION_COOKIE)
+        found = None
+        if token:
+            async with self.sessions() as session:
+                found = await find_session(session, token, self.clock.now())
+        scope[_SESSION_KEY] = found
+        scope["session"] = copy.deepcopy(found[0].data) if found else {}
+        kept = copy.deepcopy(scope["session"])
+
+        async def save_then_send(message: Message) -> None:
+            live = scope.get(_SESSION_KEY)  # None once logged out
+            if message["type"] == "http.response.start" and live and scope["session"] != kept:
+                async with transaction(self.sessions) as session:
+                    await save_session_data(session, live[0].token_hash, scope["session"])
+            await send(message)
+
+        await self.app(scope, receive, save_then_send)
+
+
 class AdminLogin(AuthenticationBackend):
-    """Username and password of an ``admin_users`` account; the session cookie then carries
-    only the account's id, and every request re-reads the account, so deactivating it
-    ends its sessions at once."""
+    """Username and password of an ``admin_users`` account, throttled per account and per
+    address; a login opens a new server-side session (never one a visitor brought along),
+    logout deletes it."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], settings: Settings, path: str
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        *,
+        path: str,
+        https_only: bool,
     ) -> None:
-        super().__init__(
-            secret_key=session_secret(settings),
-            session_cookie=SESSION_COOKIE,
-            max_age=SESSION_MAX_AGE,
-            path=path,
-            # Strict: no other site can make the browser send it, which is what keeps the
-            # panel's forms and its GET actions safe from cross-site requests.
-            same_site="strict",
-            https_only=settings.public_url.startswith("https://"),
-        )
+        # Not SQLAdmin's signed-cookie sessions: the server must be able to end a session.
+        self.middlewares = [Middleware(ServerSessions, sessions=sessions, clock=clock)]
         self.sessions = sessions
+        self.clock = clock
+        self.path = path
+        self.https_only = https_only
 
     async def login(self, request: Request) -> Response | bool:
+        """Raises ``LoginThrottled`` (the panel answers 429)."""
         form = await request.form()
         username, password = form.get("username"), form.get("password")
         if not isinstance(username, str) or not isinstance(password, str):
             return False
-        async with self.sessions() as session:
-            user = await authenticate(session, username, password)
-        if user is None:
+        opened = await log_in(
+            self.sessions,
+            username=username,
+            password=password,
+            address=request.client.host if request.client else "unknown",
+            now=self.clock.now(),
+        )
+        if opened is None:
             return False
-        # A new session, never one a visitor brought along.
-        request.session.clear()
-        request.session[_USER_KEY] = str(user.id)
-        return True
+        await self._end(request)
+        response = RedirectResponse(request.url_for("admin:index"), status_code=302)
+        response.set_cookie(
+            SESSION_COOKIE,
+            opened.token,
+            max_age=int(SESSION_LIFETIME.total_seconds()),
+            path=self.path,
+            httponly=True,
+            # Strict: no other site can make the browser send it, which also keeps the
+            # panel's GET actions (retry, logout) safe from cross-site requests.
+            samesite="strict",
+            secure=self.https_only,
+        )
+        return response
 
     async def logout(self, request: Request) -> Response | bool:
-        request.session.clear()
-        return RedirectResponse(request.url_for("admin:login"), status_code=302)
+        await self._end(request)
+        response = RedirectResponse(request.url_for("admin:login"), status_code=302)
+        response.delete_cookie(
+            SESSION_COOKIE, path=self.path, httponly=True, samesite="strict", secure=self.https_only
+        )
+        return response
+
+    async def _end(self, request: Request) -> None:
+        live: tuple[AdminSession, AdminUser] | None = request.scope.get(_SESSION_KEY)
+        if live is not None:
+            async with transaction(self.sessions) as session:
+                await end_session(session, live[0].token_hash)
+            request.scope[_SESSION_KEY] = None
 
     async def authenticate(self, request: Request) -> Response | bool:
-        try:
-            user_id = uuid.UUID(str(request.session.get(_USER_KEY)))
-        except ValueError:
+        live: tuple[AdminSession, AdminUser] | None = request.scope.get(_SESSION_KEY)
+        if live is None:
             return False
-        async with self.sessions() as session:
-            user = await session.get(AdminUser, user_id)
-        if user is None or not user.is_active:
-            request.session.clear()
-            return False
-        setattr(request.state, _STATE_KEY, user)
+        setattr(request.state, _STATE_KEY, live[1])
         return True
 
     async def get_user_id(self, request: Request) -> Any:
-        return request.session.get(_USER_KEY)
+        live: tuple[AdminSession, AdminUser] | None = request.scope.get(_SESSION_KEY)
+        return None if live is None else str(live[1].id)
 
 
 class RoleAccess(AuthorizationBackend):
@@ -107,3 +171,68 @@ class RoleAccess(AuthorizationBackend):
         if user is None:
             return False
         return bool(user.role == AdminRole.ADMIN or identity not in self.admin_only)
+
+
+# Cross-site requests ----------------------------------------------------------------------
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of a URL; None for what names no origin (``null``)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return None
+    if not parts.hostname or port is None:
+        return None
+    return parts.scheme, parts.hostname.lower(), port
+
+
+def same_origin(source: str, *, public_url: str, scheme: str, host: str | None) -> bool:
+    """Whether a request's ``Origin`` (or ``Referer``) is the panel's own: the configured
+    public URL's origin, or the one the request itself was sent to (its scheme and
+    ``Host``), for a panel reached under another name than the public URL's."""
+    sent_from = _origin(source)
+    if sent_from is None:
+        return False
+    if sent_from == _origin(public_url):
+        return True
+    return host is not None and sent_from == _origin(f"{scheme}://{host}")
+
+
+class SameOriginChanges:
+    """Refuses a state-changing panel request (any method but GET, HEAD, OPTIONS) whose
+    ``Origin`` — or, without one, ``Referer`` — names another site: a form on another site
+    cannot change a price with the admin's session.
+
+    A request with neither header is let through: browsers send ``Origin`` with every
+    request that is not a GET or HEAD (a cross-site form POST included), so such a request
+    comes from no browser, and without a browser there is no admin's cookie to ride on (the
+    cookie is ``SameSite=Strict`` besides)."""
+
+    def __init__(self, app: ASGIApp, *, public_url: str) -> None:
+        self.app = app
+        self.public_url = public_url
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            headers = Headers(scope=scope)
+            source = headers.get("origin") or headers.get("referer")
+            if source is not None and not same_origin(
+                source, public_url=self.public_url, scheme=scope["scheme"], host=headers.get("host")
+            ):
+                refusal = HTMLResponse(_REFUSED_PAGE, status_code=403)
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+_REFUSED_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Refused</title></head>
+<body><h1>403 Forbidden</h1>
+<p>This change was sent from another site, so the admin panel refused it. Open the panel
+itself and make the change there.</p></body></html>
+"""

@@ -1,10 +1,12 @@
 """What every view of the panel shares: the app's settings, clock and sessions; the acting
-admin; forms built per request; service errors shown on the form; filtered CSV export."""
+admin; forms built per request; service errors shown on the form; filtered CSV export that a
+spreadsheet opens safely; the security headers of every panel answer."""
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Callable
+import math
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,15 +19,27 @@ from sqladmin._types import _UNSET, SimpleColumnFilter
 from sqladmin.authentication import login_required
 from sqladmin.flash import Flash, FlashLevel
 from sqladmin.formatters import BASE_FORMATTERS
+from sqladmin.helpers import Writer, secure_filename, stream_to_csv
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from wtforms import Field, Form, StringField
 
-from billing.admin.panel.auth import AdminLogin, RoleAccess, current_admin
+from billing.admin.panel.auth import (
+    STATICS,
+    AdminLogin,
+    RoleAccess,
+    SameOriginChanges,
+    current_admin,
+    route_path,
+)
+from billing.admin.service import LoginThrottled
 from billing.checkout.admin_endpoints import parse_moment
 from billing.clock import Clock
 from billing.config import Settings
@@ -35,6 +49,53 @@ from billing.money import MAX_AMOUNT, format_amount, parse_amount
 
 Schema = TypeVar("Schema", bound=BaseModel)
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+# Everything the panel loads is its own (SQLAdmin's files are served by billing), and its
+# pages need no inline script or style; nobody may frame it (clickjacking). Icons of the
+# stylesheets are data: URIs.
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "frame-src 'none'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+        "base-uri 'none'",
+    )
+)
+
+
+class PanelHeaders:
+    """Every panel answer may not be framed or run anything from elsewhere (CSP,
+    ``X-Frame-Options``), and pages (payments, users) are not kept in the browser's cache,
+    where they would outlive a logout on a shared computer."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        page = not route_path(scope).startswith(STATICS)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+                headers["X-Frame-Options"] = "DENY"
+                headers["X-Content-Type-Options"] = "nosniff"
+                headers["Referrer-Policy"] = "same-origin"
+                if page and "cache-control" not in headers:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class BillingAdmin(Admin):
@@ -62,9 +123,34 @@ class BillingAdmin(Admin):
             base_url=base_url,
             title="Billing admin",
             templates_dir=str(TEMPLATES),
-            authentication_backend=AdminLogin(sessions, settings, path=base_url),
+            # Outermost first; the login's sessions come after these.
+            middlewares=[
+                Middleware(PanelHeaders),
+                Middleware(SameOriginChanges, public_url=settings.public_url),
+            ],
+            authentication_backend=AdminLogin(
+                sessions,
+                clock,
+                path=base_url,
+                https_only=settings.public_url.startswith("https://"),
+            ),
             authorization_backend=RoleAccess(admin_only),
         )
+
+    async def login(self, request: Request) -> Response:
+        """SQLAdmin's login page, and 429 while logins are throttled."""
+        try:
+            return await super().login(request)
+        except LoginThrottled as throttled:
+            seconds = max(1, math.ceil(throttled.retry_after.total_seconds()))
+            page = await self.templates.TemplateResponse(
+                request,
+                "sqladmin/login.html",
+                {"error": f"Too many failed logins: try again in {math.ceil(seconds / 60)} min."},
+                status_code=429,
+            )
+            page.headers["Retry-After"] = str(seconds)
+            return page
 
     @login_required
     async def index(self, request: Request) -> Response:
@@ -131,6 +217,14 @@ def notify(request: Request, message: str, level: FlashLevel = FlashLevel.succes
     # SQLAdmin appends to a list already in the session, a change the session cannot see:
     # storing the list again makes it one, so a second message is not lost.
     request.session["_messages"] = request.session["_messages"]
+
+
+def spreadsheet_cell(value: Any) -> str:
+    """A CSV cell a spreadsheet shows as text: one it would run as a formula (starting with
+    ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) gets a leading ``'`` (OWASP's
+    rule against CSV injection). No value is an empty cell."""
+    text = "" if value is None else str(value)
+    return f"'{text}" if text.startswith(("=", "+", "-", "@", "\t", "\r")) else text
 
 
 def control(**render_kw: Any) -> dict[str, Any]:
@@ -211,6 +305,28 @@ class BillingView(ModelView):
             stmt = stmt.limit(limit)
         rows: builtins.list[Any] = await self._run_query(stmt)
         return rows
+
+    async def export_data(
+        self, data: builtins.list[Any], export_type: str = "csv", request: Request | None = None
+    ) -> StreamingResponse:
+        """SQLAdmin's CSV, every cell through ``spreadsheet_cell``: an attacker's promo code,
+        description or token subject cannot become a formula in the admin's spreadsheet."""
+        if export_type != "csv":
+            return await super().export_data(data, export_type, request)
+        columns = self.get_export_columns()
+
+        async def rows(writer: Writer) -> AsyncGenerator[Any, None]:
+            yield writer.writerow(columns)
+            for row in data:
+                cells = [spreadsheet_cell(await self.get_prop_value(row, name)) for name in columns]
+                yield writer.writerow(cells)
+
+        filename = secure_filename(self.get_export_name(export_type="csv"))
+        return StreamingResponse(
+            content=stream_to_csv(rows),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f"attachment;filename={filename}"},
+        )
 
 
 class InputFilter:
