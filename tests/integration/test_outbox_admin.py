@@ -156,6 +156,7 @@ async def test_refusals_change_nothing(
     delivered, parked = await add_notices(sessions, clock, uuid.uuid4(), uuid.uuid4())
     await relay(sessions, clock, lambda body: 200 if body["id"] == delivered else 400)
     viewer = auth_headers(uuid.uuid4())
+    marketing = auth_headers("marta", "marketing")  # the panel shows marketing no outbox
 
     cases: list[tuple[str, str, dict[str, Any], int, str]] = [
         ("POST", f"{URL}/{delivered}/retry", ivan, 409, "outbox_event_delivered"),
@@ -166,6 +167,9 @@ async def test_refusals_change_nothing(
         ("GET", f"{URL}?limit=0", ivan, 422, "validation_error"),
         ("POST", f"{URL}/{parked}/retry", viewer, 403, "forbidden"),
         ("GET", URL, viewer, 403, "forbidden"),
+        ("POST", f"{URL}/{parked}/retry", marketing, 403, "forbidden"),
+        ("GET", URL, marketing, 403, "forbidden"),
+        ("GET", f"{URL}?status=failed", marketing, 403, "forbidden"),
         ("POST", f"{URL}/{parked}/retry", {}, 401, "unauthorized"),
         ("GET", URL, {}, 401, "unauthorized"),
     ]

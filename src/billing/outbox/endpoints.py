@@ -1,4 +1,5 @@
-"""Admin API of the outbox: see what was not delivered, and send it again."""
+"""Admin API of the outbox: see what was not delivered, and send it again (the ``admin``
+role only, as in the panel: payloads carry user ids and amounts)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from billing.auth import AdminPrincipal
+from billing.auth import Principal, require_roles
 from billing.dependencies import ClockDep, SessionDep
-from billing.models import OutboxStatus
+from billing.models import AdminRole, OutboxStatus
 from billing.outbox import service
 from billing.outbox.schemas import OutboxEventOut
 from billing.schemas import Page
 
 admin_router = APIRouter(tags=["admin: outbox"])
+# Not ``AdminPrincipal`` (admin or marketing): the panel's outbox is admin-only too.
+AdminOnly = Annotated[Principal, require_roles(AdminRole.ADMIN)]
 
 
 @admin_router.get("/outbox")
 async def list_outbox_events(
-    principal: AdminPrincipal,
+    principal: AdminOnly,
     session: SessionDep,
     page: Annotated[Page, Depends()],
     status: Annotated[
@@ -36,7 +39,7 @@ async def list_outbox_events(
 
 @admin_router.post("/outbox/{event_id}/retry")
 async def retry_outbox_event(
-    event_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, clock: ClockDep
+    event_id: uuid.UUID, principal: AdminOnly, session: SessionDep, clock: ClockDep
 ) -> OutboxEventOut:
     """Deliver a parked event again: it is `pending` and due now, its attempts kept (one more
     failure parks it again). Recorded in the audit log. A delivered event: 409
