@@ -74,9 +74,26 @@ def describe_database_error(error: BaseException) -> str:
     return f"{type(cause).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+class _Session(AsyncSession):
+    async def close(self) -> None:
+        try:
+            await super().close()
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            # The server went away while a transaction was open (an outage, a failover):
+            # the server has rolled it back, and the connection is already discarded. A
+            # request's session closes after its response is sent; raising here would make
+            # the server drop the client's connection. Closing again finishes the job.
+            log.warning(
+                "connection lost before closing a session: %s", describe_database_error(error)
+            )
+            await super().close()
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     # expire_on_commit=False: responses are built from objects after their transaction commits.
-    return async_sessionmaker(engine, expire_on_commit=False)
+    return async_sessionmaker(engine, class_=_Session, expire_on_commit=False)
 
 
 @asynccontextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -20,11 +22,18 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", response_model=None)
 async def ready(request: Request, session: SessionDep) -> dict[str, str] | JSONResponse:
-    """The database answers; a load balancer sends traffic only when this is 200."""
+    """The database answers (and the in-process worker, if any, is still running); a load
+    balancer sends traffic only when this is 200."""
     try:
         await session.execute(text("SELECT 1"))
     except Exception as error:  # any failure to reach the database means "not ready"
         return problem_response(
             request, 503, "database_unavailable", f"database unreachable: {type(error).__name__}"
+        )
+    worker: asyncio.Task[str] | None = getattr(request.app.state, "worker", None)
+    if worker is not None and worker.done() and not worker.cancelled():
+        # It rides out outages by itself; done means a fault no restart cures.
+        return problem_response(
+            request, 503, "worker_stopped", f"the in-process worker stopped: {worker.result()}"
         )
     return {"status": "ready"}
