@@ -36,10 +36,17 @@ CHECKS = (
     Check(
         "paid-payment-has-paid-invoice",
         "a succeeded payment whose invoice is not paid, or a refunded one not refunded",
+        # A payment that succeeded after its invoice expired and went straight back
+        # (reason invoice_expired) leaves its invoice expired.
         """SELECT p.id, p.status || ' payment, invoice ' || i.status
            FROM payments p JOIN invoices i ON i.id = p.invoice_id
-           WHERE (p.status = 'succeeded' AND i.status <> 'paid')
-              OR (p.status = 'refunded' AND i.status <> 'refunded')""",
+           WHERE (p.status = 'succeeded' AND i.status <> 'paid'
+                  AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.id
+                                  AND r.reason = 'invoice_expired' AND r.status = 'pending'))
+              OR (p.status = 'refunded' AND i.status <> 'refunded'
+                  AND NOT (i.status = 'expired' AND EXISTS (
+                      SELECT 1 FROM refunds r WHERE r.payment_id = p.id
+                      AND r.reason = 'invoice_expired' AND r.status = 'succeeded')))""",
     ),
     Check(
         "paid-invoice-has-payment",
@@ -65,7 +72,9 @@ CHECKS = (
            FROM payments p
            WHERE p.status IN ('succeeded', 'refunded')
              AND (p.period_start IS NULL OR p.period_end IS NULL
-                  OR p.period_end <= p.period_start)""",
+                  OR p.period_end <= p.period_start)
+             AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.id
+                             AND r.reason = 'invoice_expired' AND r.status <> 'canceled')""",
     ),
     Check(
         "promo-count-matches-redemptions",
@@ -98,6 +107,12 @@ CHECKS = (
         "an open invoice far past its expiry: the scheduler is not running",
         """SELECT i.id, 'open, expired at ' || i.expires_at FROM invoices i
            WHERE i.status = 'open' AND i.expires_at < :now - :slack""",
+    ),
+    Check(
+        "refund-not-stuck",
+        "a refund asked for long ago whose outcome is still unknown: reconciliation is stuck",
+        """SELECT r.id, r.reason || ' refund pending since ' || r.created_at FROM refunds r
+           WHERE r.status = 'pending' AND r.created_at < :now - :slack""",
     ),
     Check(
         "outbox-none-parked",
