@@ -205,7 +205,7 @@ async def test_create_answers_stripe_s_open_session(
     session = response.json()
     session_id = session["id"]
     assert session_id.startswith("cs_test_") and len(session_id) == 66
-    assert session == {
+    expected = {
         "id": session_id,
         "object": "checkout.session",
         "amount_subtotal": 49900,
@@ -225,7 +225,18 @@ async def test_create_answers_stripe_s_open_session(
         "status": "open",
         "success_url": SUCCESS_URL,
         "url": f"http://billing.test/sandbox/stripe/c/pay/{session_id}",
+        # Always there at Stripe (the whole object is checked against Stripe's schema in
+        # test_sandbox_fidelity): what the shop did not ask for is null or off.
+        "customer_email": None,
+        "locale": None,
+        "ui_mode": "hosted",
+        "custom_fields": [],
+        "shipping_options": [],
+        "automatic_tax": {"enabled": False, "liability": None, "status": None},
+        "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
     }
+    assert {key: session[key] for key in expected} == expected
+    assert "line_items" not in session  # only when expanded
     assert await read(client, f"/checkout/sessions/{session_id}") == session
     assert await count(sessions, SandboxStripeSession) == 1
 
@@ -245,7 +256,8 @@ async def test_nested_keys_arrays_and_defaults(client: httpx.AsyncClient) -> Non
         ("metadata[a]", "1"),
         ("metadata[b]", ""),  # an empty value unsets a metadata key
         ("expand[]", "payment_intent"),
-        ("locale", "ru"),  # known to Stripe, not emulated: ignored
+        ("locale", "ru"),
+        ("customer_email", "viewer@cinema.example"),
     ]
     response = await post(client, "/checkout/sessions", params)
 
@@ -255,6 +267,7 @@ async def test_nested_keys_arrays_and_defaults(client: httpx.AsyncClient) -> Non
     assert session["metadata"] == {"a": "1"}
     assert (session["cancel_url"], session["client_reference_id"]) == (None, None)
     assert session["expires_at"] - int(time.time()) in range(24 * 3600 - 5, 24 * 3600 + 1)
+    assert (session["locale"], session["customer_email"]) == ("ru", "viewer@cinema.example")
 
 
 @pytest.mark.parametrize(
@@ -375,6 +388,10 @@ def without(*keys: str) -> dict[str, Any]:
     ("params", "code", "param"),
     [
         (without("mode"), "parameter_missing", "mode"),
+        (without("success_url"), "parameter_missing", "success_url"),
+        ({**session_form(), "locale": "klingon"}, None, "locale"),
+        ({**session_form(), "customer_email": "not an address"}, None, "customer_email"),
+        ({**session_form(), "ui_mode": "embedded"}, None, "ui_mode"),
         ({**session_form(), "mode": "subscription"}, None, "mode"),
         ({k: v for k, v in session_form().items() if not k.startswith("line_items")},
          "parameter_missing", "line_items"),
@@ -413,7 +430,8 @@ def without(*keys: str) -> dict[str, Any]:
         ({**session_form(), "a[b][c][d][e][f][g]": "1"}, None, "a[b][c][d][e][f][g]"),
     ],
     ids=[
-        "no-mode", "subscription", "no-line-items", "no-quantity", "decimal-amount",
+        "no-mode", "no-success-url", "bad-locale", "bad-email", "embedded-ui",
+        "subscription", "no-line-items", "no-quantity", "decimal-amount",
         "text-amount", "negative-amount", "zero-total", "over-the-limit", "bad-currency",
         "price-object", "mixed-currencies", "array-gap", "javascript-url", "empty-string",
         "long-reference", "expires-too-soon", "expires-too-late", "expires-not-integer",
@@ -528,22 +546,42 @@ async def test_pay_completes_the_session_notifies_billing_and_sends_the_viewer_o
     assert headers["content-type"].startswith("application/json")
 
 
-async def test_decline_expires_the_session_and_sends_the_viewer_back(
+async def test_a_declined_card_keeps_the_session_open_for_another_try(
     client: httpx.AsyncClient, webhooks: Webhooks
 ) -> None:
     session = await new_session(client)
 
     pressed = await press(client, session["id"], "decline")
 
-    assert pressed.status_code == 303
-    assert pressed.headers["location"] == CANCEL_URL
-    expired = await read(client, f"/checkout/sessions/{session['id']}")
-    assert (expired["status"], expired["payment_status"]) == ("expired", "unpaid")
-    assert (expired["payment_intent"], expired["url"]) == (None, None)
+    # Stripe's page shows the decline and lets the customer try again; nobody is sent away.
+    assert pressed.status_code == 200
+    assert "Your card was declined." in pressed.text and "<form" in pressed.text
+    still_open = await read(client, f"/checkout/sessions/{session['id']}")
+    assert (still_open["status"], still_open["payment_status"]) == ("open", "unpaid")
+    assert still_open["url"] == session["url"]
+    intent = await read(client, f"/payment_intents/{still_open['payment_intent']}",
+                        "?expand[]=latest_charge")  # fmt: skip
+    assert intent["status"] == "requires_payment_method"
+    assert intent["last_payment_error"]["code"] == "card_declined"
+    assert intent["last_payment_error"]["decline_code"] == "generic_decline"
+    assert (intent["latest_charge"]["status"], intent["latest_charge"]["paid"]) == ("failed", False)
     [(body, headers)] = webhooks.received
-    event = verified(body, headers)
-    assert event["type"] == "checkout.session.expired"
-    assert event["data"]["object"] == expired
+    failed = verified(body, headers)
+    assert failed["type"] == "payment_intent.payment_failed"
+    assert failed["data"]["object"]["id"] == intent["id"]
+    assert failed["request"] == {"id": None, "idempotency_key": None}  # the customer's doing
+    assert_stripe_error(await refund(client, intent["id"]), 400)  # nothing was paid
+
+    again = await press(client, session["id"], "pay")
+
+    assert again.status_code == 303
+    paid = await read(client, f"/checkout/sessions/{session['id']}")
+    assert (paid["status"], paid["payment_status"]) == ("complete", "paid")
+    assert paid["payment_intent"] == intent["id"]  # the same intent, a new charge
+    retried = await read(client, f"/payment_intents/{intent['id']}", "?expand[]=latest_charge")
+    assert (retried["status"], retried["last_payment_error"]) == ("succeeded", None)
+    assert retried["latest_charge"]["id"] != intent["latest_charge"]["id"]
+    assert webhooks.types() == ["payment_intent.payment_failed", "checkout.session.completed"]
 
 
 async def test_notify_0_pays_without_an_event(
@@ -658,11 +696,12 @@ async def test_refunds_add_up_to_at_most_the_charge(
     refund_id = part.json()["id"]
     assert refund_id.startswith("re_")
     charge_id = (await read(client, f"/payment_intents/{intent}"))["latest_charge"]
-    assert part.json() == {
+    expected = {
         "id": refund_id, "object": "refund", "amount": 10000, "charge": charge_id,
         "created": int(clock.now().timestamp()), "currency": "rub", "metadata": {},
         "payment_intent": intent, "reason": None, "status": "succeeded",
     }  # fmt: skip
+    assert {key: part.json()[key] for key in expected} == expected
 
     too_much = await refund(client, intent, 39901)
     assert_stripe_error(too_much, 400, code="amount_too_large", param="amount")
@@ -684,6 +723,12 @@ async def test_refunds_add_up_to_at_most_the_charge(
         [10000, 49900], [49900, 49900],  # each carries the charge as it is when sent
     )  # fmt: skip
     assert {event["data"]["object"]["payment_intent"] for event in events} == {intent}
+    # Caused by API requests: each names its request, as the Request-Id header did.
+    assert [event["request"]["id"] for event in events] == [
+        part.headers["request-id"], rest.headers["request-id"],
+    ] or [event["request"]["id"] for event in events] == [
+        rest.headers["request-id"], part.headers["request-id"],
+    ]  # fmt: skip
 
 
 async def test_a_repeated_refund_request_is_the_same_refund(
@@ -759,6 +804,7 @@ async def test_the_adapter_pays_and_refunds_through_the_sandbox(
         payment_id=billing_payment_id, amount=49900, currency="RUB",
         description="Premium: 1 mo.", return_url=SUCCESS_URL, idempotence_key="pay-1",
         expires_at=clock.now() + timedelta(minutes=30),
+        requested_at=datetime.now(UTC),
     )  # fmt: skip
     assert created.status == ProviderPaymentStatus.PENDING
     assert (created.amount, created.currency) == (49900, "RUB")
@@ -804,7 +850,7 @@ async def test_the_adapter_s_retry_with_the_same_key_finds_the_same_session(
     asked: dict[str, Any] = {
         "payment_id": uuid.uuid4(), "amount": 100, "currency": "RUB", "description": "d",
         "return_url": SUCCESS_URL, "idempotence_key": "same",
-        "expires_at": clock.now() + timedelta(minutes=30),
+        "expires_at": clock.now() + timedelta(minutes=30), "requested_at": datetime.now(UTC),
     }  # fmt: skip
     first = await gateway.create_payment(**asked)
     second = await gateway.create_payment(**asked)
@@ -826,6 +872,7 @@ async def test_the_sandbox_s_refusals_reach_the_adapter_as_rejections(
     pending = await adapter(app, settings).create_payment(
         payment_id=uuid.uuid4(), amount=100, currency="RUB", description="d",
         return_url=SUCCESS_URL, idempotence_key="p", expires_at=clock.now(),
+        requested_at=datetime.now(UTC),
     )  # fmt: skip
     with pytest.raises(ProviderRejected):  # nothing was paid, so there is nothing to refund
         await adapter(app, settings).create_refund(

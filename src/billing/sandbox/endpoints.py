@@ -4,6 +4,8 @@ The API answers in ЮKassa's own shapes and status codes (200 with the object, e
 ``{"type": "error", …}``), not billing's problem+json, so ЮKassa clients — billing's adapter
 and the official SDK — talk to it as to the real thing. Its routes read the raw request and
 validate it themselves for the same reason. They are left out of billing's OpenAPI schema.
+Whatever else is asked under ``/v3`` answers ЮKassa's 404 (or 405 for a known path with
+another method), in ЮKassa's error shape too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec
 
@@ -30,11 +33,17 @@ from billing.sandbox.models import SandboxPayment, SandboxPaymentStatus
 from billing.sandbox.notifications import Notifier
 from billing.sandbox.schemas import (
     OBJECT_ID,
+    WAITING_FOR_CAPTURE,
+    CaptureIn,
     PaymentIn,
     RefundIn,
     YooKassaError,
+    api_status,
     invalid_credentials,
     invalid_request,
+    list_object,
+    me_object,
+    method_not_allowed,
     not_found,
     notification,
     parse_body,
@@ -127,6 +136,94 @@ def _payment_json(payment: SandboxPayment, settings: Settings) -> dict[str, Any]
     )
 
 
+async def _expire_due(
+    sessions: SessionsDep,
+    settings: Settings,
+    notifier: Notifier,
+    now: datetime,
+    payment_id: str | None = None,
+) -> None:
+    """Cancel what has outlived ЮKassa's lifetimes, and tell billing (as ЮKassa does)."""
+    for expired in await service.expire_due(sessions, now=now, payment_id=payment_id):
+        notifier.send_later(notification("payment.canceled", _payment_json(expired, settings)))
+
+
+async def _current_payment(
+    sessions: SessionsDep, settings: Settings, notifier: Notifier, now: datetime, payment_id: str
+) -> SandboxPayment | None:
+    found = _object_id(payment_id)
+    if found is None:
+        return None
+    await _expire_due(sessions, settings, notifier, now, found)
+    return await service.find_payment(sessions, found)
+
+
+_LIST_LIMIT = re.compile(r"[1-9][0-9]?|100")
+
+
+def _list_request(
+    request: Request, *, statuses: set[str], payment_filter: bool = False
+) -> service.Page:
+    """A list request's query: ``limit`` (1–100, default 10), ``cursor``, ``status``,
+    ``created_at.gte|gt|lte|lt`` (ISO 8601), and for refunds ``payment_id``."""
+    query = request.query_params
+    limit = query.get("limit", "10")
+    if not _LIST_LIMIT.fullmatch(limit):
+        raise invalid_request("limit must be an integer from 1 to 100", "limit")
+    status = query.get("status")
+    if status is not None and status not in statuses:
+        raise invalid_request(f"status must be one of {', '.join(sorted(statuses))}", "status")
+    bounds: dict[str, datetime | None] = {}
+    for bound in ("gte", "gt", "lte", "lt"):
+        name = f"created_at.{bound}"
+        bounds[f"created_{bound}"] = _moment(query.get(name), name)
+    payment_id = query.get("payment_id") if payment_filter else None
+    if payment_id is not None and _object_id(payment_id) is None:
+        raise invalid_request("payment_id is not a payment's id", "payment_id")
+    return service.Page(
+        limit=int(limit), status=status, after=_cursor(query.get("cursor")),
+        payment_id=payment_id, **bounds,
+    )  # fmt: skip
+
+
+def _moment(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise invalid_request(f"{name} must be an ISO 8601 time", name) from None
+    if moment.tzinfo is None:
+        raise invalid_request(f"{name} must carry its time zone", name)
+    return moment
+
+
+def _cursor(value: str | None) -> tuple[datetime, str] | None:
+    """The opaque ``cursor``: the last item's ``created_at`` and id, base64url-encoded."""
+    if value is None:
+        return None
+    try:
+        decoded = base64.urlsafe_b64decode(value.encode() + b"==").decode()
+        moment, _, last_id = decoded.partition("|")
+        parsed = datetime.fromisoformat(moment)
+    except (binascii.Error, ValueError):
+        raise invalid_request("cursor is not one this API gave", "cursor") from None
+    if parsed.tzinfo is None or _object_id(last_id) is None:
+        raise invalid_request("cursor is not one this API gave", "cursor")
+    return parsed, last_id
+
+
+def _next_cursor(last: Any) -> str:
+    """For a payment or a refund."""
+    token = f"{last.created_at.isoformat()}|{last.id}".encode()
+    return base64.urlsafe_b64encode(token).decode().rstrip("=")
+
+
+def _settle_body(raw: bytes) -> tuple[CaptureIn, str]:
+    # The SDK sends no body for a whole capture or a cancel.
+    return parse_body(CaptureIn, raw if raw.strip() else b"{}")
+
+
 # --- ЮKassa API v3 ----------------------------------------------------------------------
 
 
@@ -144,17 +241,93 @@ async def create_payment(
     return JSONResponse(_payment_json(payment, settings))
 
 
+@router.get("/v3/payments")
+@_yookassa_errors
+async def list_payments(
+    request: Request,
+    settings: SettingsDep,
+    clock: ClockDep,
+    sessions: SessionsDep,
+    notifier: NotifierDep,
+) -> Response:
+    _authenticate(request, settings)
+    page = _list_request(request, statuses={*SandboxPaymentStatus, WAITING_FOR_CAPTURE})
+    await _expire_due(sessions, settings, notifier, clock.now())
+    payments, more = await service.list_payments(sessions, page)
+    items = [_payment_json(payment, settings) for payment in payments]
+    return JSONResponse(list_object(items, _next_cursor(payments[-1]) if more else None))
+
+
 @router.get("/v3/payments/{payment_id}")
 @_yookassa_errors
 async def get_payment(
-    payment_id: str, request: Request, settings: SettingsDep, sessions: SessionsDep
+    payment_id: str,
+    request: Request,
+    settings: SettingsDep,
+    clock: ClockDep,
+    sessions: SessionsDep,
+    notifier: NotifierDep,
 ) -> Response:
     _authenticate(request, settings)
-    found = _object_id(payment_id)
-    payment = await service.find_payment(sessions, found) if found else None
+    payment = await _current_payment(sessions, settings, notifier, clock.now(), payment_id)
     if payment is None:
         raise not_found("Payment", "payment_id")
     return JSONResponse(_payment_json(payment, settings))
+
+
+async def _settle(
+    action: service.Settle,
+    payment_id: str,
+    request: Request,
+    settings: Settings,
+    clock: ClockDep,
+    sessions: SessionsDep,
+    notifier: Notifier,
+) -> Response:
+    _authenticate(request, settings)
+    key = _idempotence_key(request)
+    body, digest = _settle_body(await request.body())
+    if await _current_payment(sessions, settings, notifier, clock.now(), payment_id) is None:
+        raise not_found("Payment", "payment_id")
+    payment, changed = await service.settle(
+        sessions, payment_id, action, body, idempotence_key=key, digest=digest, now=clock.now()
+    )
+    answer = _payment_json(payment, settings)
+    if changed:  # after the response: billing may be holding its payment row meanwhile
+        notifier.send_later(notification(f"payment.{payment.status}", answer))
+    return JSONResponse(answer)
+
+
+@router.post("/v3/payments/{payment_id}/capture")
+@_yookassa_errors
+async def capture_payment(
+    payment_id: str,
+    request: Request,
+    settings: SettingsDep,
+    clock: ClockDep,
+    sessions: SessionsDep,
+    notifier: NotifierDep,
+) -> Response:
+    """Two-stage payments: take the money held (all of it, or ``amount``)."""
+    return await _settle(
+        service.Settle.CAPTURE, payment_id, request, settings, clock, sessions, notifier
+    )
+
+
+@router.post("/v3/payments/{payment_id}/cancel")
+@_yookassa_errors
+async def cancel_payment(
+    payment_id: str,
+    request: Request,
+    settings: SettingsDep,
+    clock: ClockDep,
+    sessions: SessionsDep,
+    notifier: NotifierDep,
+) -> Response:
+    """Two-stage payments: release the money held."""
+    return await _settle(
+        service.Settle.CANCEL, payment_id, request, settings, clock, sessions, notifier
+    )
 
 
 @router.post("/v3/refunds")
@@ -178,6 +351,25 @@ async def create_refund(
     return JSONResponse(answer)
 
 
+@router.get("/v3/refunds")
+@_yookassa_errors
+async def list_refunds(request: Request, settings: SettingsDep, sessions: SessionsDep) -> Response:
+    _authenticate(request, settings)
+    page = _list_request(
+        request, statuses={"pending", "succeeded", "canceled"}, payment_filter=True
+    )
+    refunds, more = await service.list_refunds(sessions, page)
+    items = [refund_object(refund) for refund in refunds]
+    return JSONResponse(list_object(items, _next_cursor(refunds[-1]) if more else None))
+
+
+@router.get("/v3/me")
+@_yookassa_errors
+async def me(request: Request, settings: SettingsDep) -> Response:
+    _authenticate(request, settings)
+    return JSONResponse(me_object(settings.yookassa_shop_id))
+
+
 @router.get("/v3/refunds/{refund_id}")
 @_yookassa_errors
 async def get_refund(
@@ -189,6 +381,29 @@ async def get_refund(
     if refund is None:
         raise not_found("Refund", "refund_id")
     return JSONResponse(refund_object(refund))
+
+
+# ЮKassa's paths the sandbox answers, and their methods: another method there is a 405.
+_KNOWN_PATHS = [
+    (re.compile(r"payments"), {"GET", "POST"}),
+    (re.compile(r"payments/[^/]+"), {"GET"}),
+    (re.compile(r"payments/[^/]+/(capture|cancel)"), {"POST"}),
+    (re.compile(r"refunds"), {"GET", "POST"}),
+    (re.compile(r"refunds/[^/]+"), {"GET"}),
+    (re.compile(r"me"), {"GET"}),
+]
+
+
+@router.api_route(
+    "/v3/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+)
+@_yookassa_errors
+async def unknown(rest: str, request: Request) -> Response:
+    """Whatever else of ЮKassa's API the sandbox does not emulate, in ЮKassa's error shape."""
+    path = rest.strip("/")
+    if any(pattern.fullmatch(path) for pattern, _ in _KNOWN_PATHS):
+        raise method_not_allowed(request.method)
+    raise not_found("Resource", None)
 
 
 # --- the checkout page ------------------------------------------------------------------
@@ -207,18 +422,25 @@ def _page(
             "id": payment.id,
             "amount": f"{format_amount(payment.amount)} {payment.currency}",
             "description": payment.description,
-            "status": payment.status,
-            "pending": payment.status == SandboxPaymentStatus.PENDING,
+            "status": api_status(payment),
+            "pending": api_status(payment) == SandboxPaymentStatus.PENDING,
             "paid": payment.status == SandboxPaymentStatus.SUCCEEDED,
+            "held": api_status(payment) == WAITING_FOR_CAPTURE,
             "return_url": payment.return_url,
         }
     return templates.TemplateResponse(request, "checkout.html", context, status_code=status_code)
 
 
 @router.get("/checkout/{payment_id}")
-async def checkout_page(payment_id: str, request: Request, sessions: SessionsDep) -> Response:
-    found = _object_id(payment_id)
-    payment = await service.find_payment(sessions, found) if found else None
+async def checkout_page(
+    payment_id: str,
+    request: Request,
+    settings: SettingsDep,
+    clock: ClockDep,
+    sessions: SessionsDep,
+    notifier: NotifierDep,
+) -> Response:
+    payment = await _current_payment(sessions, settings, notifier, clock.now(), payment_id)
     if payment is None:
         return _page(request, None, status_code=404, message="No such payment.")
     return _page(request, payment)
@@ -243,16 +465,17 @@ async def checkout_decide(
         decision = service.Decision(action if isinstance(action, str) else "")
     except ValueError:
         return _page(request, None, status_code=400, message="action must be pay or decline.")
-    found = _object_id(payment_id)
-    payment, changed = (
-        await service.decide(sessions, found, decision, now=clock.now()) if found else (None, False)
-    )
+    if await _current_payment(sessions, settings, notifier, clock.now(), payment_id) is None:
+        return _page(request, None, status_code=404, message="No such payment.")
+    payment, changed = await service.decide(sessions, payment_id, decision, now=clock.now())
     if payment is None:
         return _page(request, None, status_code=404, message="No such payment.")
-    if not changed:  # pressed again: nothing happens, the page shows how it ended
+    if not changed:  # pressed again, or too late: nothing happens, the page shows how it ended
         return _page(request, payment)
     if not (isinstance(notify, str) and notify.strip().lower() in _NO):
-        event = "payment.succeeded" if payment.status == "succeeded" else "payment.canceled"
+        event = f"payment.{api_status(payment)}"
         # Sent before the viewer is sent back, so the shop knows by the time they arrive.
         await notifier.send(notification(event, _payment_json(payment, settings)))
+    if not payment.return_url:  # an embedded payment: the widget just shows the outcome
+        return _page(request, payment)
     return RedirectResponse(payment.return_url, status_code=303)

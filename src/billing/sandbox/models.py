@@ -12,6 +12,28 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from billing.models.base import Base, Currency, Money, one_of
 
+# The sandbox's own facts about a record that its tables have no column for (the capture
+# flag, the confirmation type, when a two-stage payment was authorised, a Checkout Session's
+# e-mail, locale and payment attempts…). They ride in the record's ``metadata`` JSONB under
+# this key, whose value is an object: the merchant's metadata values are always strings, and
+# the key itself is refused in requests, so the two never mix. Answers show the merchant's
+# part only (``merchant_part``).
+STATE_KEY = "$sandbox"
+
+
+def merchant_part(document: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in document.items() if key != STATE_KEY}
+
+
+def state_of(document: dict[str, Any]) -> dict[str, Any]:
+    state = document.get(STATE_KEY)
+    return state if isinstance(state, dict) else {}
+
+
+def with_state(document: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A new document (so the ORM sees the change) with ``changes`` merged into the state."""
+    return {**merchant_part(document), STATE_KEY: {**state_of(document), **changes}}
+
 
 class SandboxPaymentStatus(StrEnum):
     PENDING = "pending"

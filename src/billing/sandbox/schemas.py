@@ -3,6 +3,11 @@
 Requests are checked the way ЮKassa does it — an unusable field is a 400 ``invalid_request``
 naming the ``parameter`` — and fields the sandbox does not emulate (receipts, saved cards…)
 are ignored, as the real API ignores what a shop did not ask for.
+
+Lifetimes, as ЮKassa documents them for bank cards: a payment the viewer has not confirmed
+within ``CONFIRMATION_LIFETIME`` is canceled (``expired_on_confirmation``); a two-stage payment
+not captured within ``CAPTURE_LIFETIME`` is canceled (``expired_on_capture``). Both are judged
+on the app's clock, so a test moves the clock instead of waiting.
 """
 
 from __future__ import annotations
@@ -10,22 +15,49 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from billing.money import MAX_AMOUNT, format_amount, parse_amount, percent_of
-from billing.sandbox.models import SandboxPayment, SandboxPaymentStatus, SandboxRefund
+from billing.sandbox.models import (
+    STATE_KEY,
+    SandboxPayment,
+    SandboxPaymentStatus,
+    SandboxRefund,
+    merchant_part,
+    state_of,
+)
 
 # A realistic card-acquiring fee, so that ``income_amount`` differs from ``amount`` as it does.
 COMMISSION_PERCENT = Decimal("3.50")
 GATEWAY_ID = "1000001"
 # Who declines a card in ЮKassa's ``cancellation_details``, and the usual reason.
-DECLINED_BY = "payment_network"
 DECLINE_REASON = "general_decline"
+EXPIRED_ON_CONFIRMATION = "expired_on_confirmation"
+EXPIRED_ON_CAPTURE = "expired_on_capture"
+CANCELED_BY_MERCHANT = "canceled_by_merchant"
+# Who cancels, by reason (ЮKassa's ``cancellation_details.party``).
+CANCELED_BY = {
+    EXPIRED_ON_CONFIRMATION: "yoo_money",
+    EXPIRED_ON_CAPTURE: "yoo_money",
+    CANCELED_BY_MERCHANT: "merchant",
+}
+DECLINED_BY = "payment_network"
+CONFIRMATION_LIFETIME = timedelta(hours=1)
+CAPTURE_LIFETIME = timedelta(days=7)
+WAITING_FOR_CAPTURE = "waiting_for_capture"
 _MAX_UNITS = Decimal(MAX_AMOUNT) / 100
 # The sandbox's ids (UUIDs) and ЮKassa's (UUID-like); anything else cannot name an object.
 OBJECT_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -77,8 +109,13 @@ def invalid_credentials() -> YooKassaError:
     )
 
 
-def not_found(what: str, parameter: str) -> YooKassaError:
+def not_found(what: str, parameter: str | None) -> YooKassaError:
     return YooKassaError(404, "not_found", f"{what} doesn't exist or access denied", parameter)
+
+
+def method_not_allowed(method: str) -> YooKassaError:
+    # ЮKassa documents the 405 without an error code of its own; the body keeps its shape.
+    return YooKassaError(405, "method_not_allowed", f"HTTP method {method} is not allowed here")
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -116,6 +153,8 @@ def _metadata(value: dict[str, str]) -> dict[str, str]:
     # ЮKassa: up to 16 keys, names up to 32 characters, values up to 512.
     if len(value) > 16 or any(len(k) > 32 or len(v) > 512 for k, v in value.items()):
         raise ValueError("up to 16 keys of up to 32 characters, values up to 512")
+    if STATE_KEY in value:
+        raise ValueError(f"the key {STATE_KEY} is the sandbox's own")
     return value
 
 
@@ -129,18 +168,30 @@ class AmountIn(_Request):
 
 
 class ConfirmationIn(_Request):
-    # The only scenario the sandbox emulates: redirect the viewer to the checkout page.
-    type: Literal["redirect"]
-    return_url: Annotated[str, Field(max_length=2048), AfterValidator(_http_url)]
+    # ``redirect``: the viewer is sent to the checkout page and back to ``return_url``;
+    # ``embedded``: the shop shows ЮKassa's widget with a ``confirmation_token`` (here the
+    # checkout page stands in for the widget).
+    type: Literal["redirect", "embedded"]
+    return_url: Annotated[str, Field(max_length=2048), AfterValidator(_http_url)] | None = None
+
+    @model_validator(mode="after")
+    def _redirect_needs_return_url(self) -> Self:
+        if self.type == "redirect" and self.return_url is None:
+            raise ValueError("Field required: return_url")
+        return self
 
 
 class PaymentIn(_Request):
     amount: AmountIn
-    # Two-stage payments (capture later) are not emulated; billing always captures at once.
-    capture: Literal[True]
+    # ЮKassa's default is two-stage: the paid payment waits for ``POST …/capture``.
+    capture: bool = False
     confirmation: ConfirmationIn
     description: str | None = Field(default=None, max_length=128)
     metadata: Annotated[dict[str, str], AfterValidator(_metadata)] = Field(default_factory=dict)
+
+
+class CaptureIn(_Request):
+    amount: AmountIn | None = None  # less than the payment's: a partial capture
 
 
 class RefundIn(_Request):
@@ -168,8 +219,12 @@ def parse_body(model: type[_Model], body: bytes) -> tuple[_Model, str]:
         request = model.model_validate(document)
     except ValidationError as error:
         first = error.errors()[0]
-        parameter = ".".join(str(part) for part in first["loc"]) or None
+        location = [str(part) for part in first["loc"]]
         message = str(first["msg"]).removeprefix("Value error, ")
+        if message.startswith("Field required: "):  # a rule across fields names its field
+            location.append(message.removeprefix("Field required: "))
+            message = "Field required"
+        parameter = ".".join(location) or None
         raise invalid_request(f"Invalid parameter value: {message}", parameter) from None
     return request, digest
 
@@ -193,13 +248,33 @@ def timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def api_status(payment: SandboxPayment) -> str:
+    """The status ЮKassa shows: a two-stage payment the viewer paid is ``waiting_for_capture``
+    (kept as ``pending`` with its authorisation time in the sandbox's state)."""
+    if payment.status == SandboxPaymentStatus.PENDING and authorized_at(payment) is not None:
+        return WAITING_FOR_CAPTURE
+    return payment.status
+
+
+def authorized_at(payment: SandboxPayment) -> datetime | None:
+    moment = state_of(payment.merchant_metadata).get("authorized_at")
+    return datetime.fromisoformat(moment) if isinstance(moment, str) else None
+
+
+def captures_at_once(payment: SandboxPayment) -> bool:
+    # Records made before two-stage payments were emulated were all ``capture: true``.
+    return bool(state_of(payment.merchant_metadata).get("capture", True))
+
+
 def payment_object(payment: SandboxPayment, *, shop_id: str, public_url: str) -> dict[str, Any]:
     """A payment as ``GET /v3/payments/{id}`` shows it."""
-    status = payment.status
+    status = api_status(payment)
+    paid = status in (SandboxPaymentStatus.SUCCEEDED, WAITING_FOR_CAPTURE)
+    authorized = authorized_at(payment)
     body: dict[str, Any] = {
         "id": payment.id,
         "status": status,
-        "paid": status == SandboxPaymentStatus.SUCCEEDED,
+        "paid": paid,
         "amount": money(payment.amount, payment.currency),
     }
     if status == SandboxPaymentStatus.SUCCEEDED:
@@ -208,8 +283,10 @@ def payment_object(payment: SandboxPayment, *, shop_id: str, public_url: str) ->
     if payment.description is not None:
         body["description"] = payment.description
     body["recipient"] = {"account_id": shop_id, "gateway_id": GATEWAY_ID}
-    if status != SandboxPaymentStatus.PENDING:
-        # The viewer chose a card on the checkout page.
+    if status != SandboxPaymentStatus.PENDING and (
+        payment.cancellation_reason != EXPIRED_ON_CONFIRMATION
+    ):
+        # The viewer chose a card on the checkout page (one that expired unconfirmed did not).
         body["payment_method"] = {
             "type": "bank_card",
             "id": payment.id,
@@ -220,25 +297,55 @@ def payment_object(payment: SandboxPayment, *, shop_id: str, public_url: str) ->
     if payment.captured_at is not None:
         body["captured_at"] = timestamp(payment.captured_at)
     body["created_at"] = timestamp(payment.created_at)
+    if status == WAITING_FOR_CAPTURE and authorized is not None:
+        body["expires_at"] = timestamp(authorized + CAPTURE_LIFETIME)
     if status == SandboxPaymentStatus.PENDING:
-        body["confirmation"] = {
-            "type": "redirect",
-            "confirmation_url": checkout_url(public_url, payment.id),
-            "return_url": payment.return_url,
-        }
+        body["confirmation"] = confirmation(payment, public_url)
     body["test"] = True
-    if status == SandboxPaymentStatus.SUCCEEDED:
+    if payment.refunded_amount > 0:  # ЮKassa shows it once something was refunded
         body["refunded_amount"] = money(payment.refunded_amount, payment.currency)
     body["refundable"] = (
         status == SandboxPaymentStatus.SUCCEEDED and payment.refunded_amount < payment.amount
     )
-    body["metadata"] = payment.merchant_metadata
+    body["metadata"] = merchant_part(payment.merchant_metadata)
     if status == SandboxPaymentStatus.CANCELED:
+        reason = payment.cancellation_reason or DECLINE_REASON
         body["cancellation_details"] = {
-            "party": DECLINED_BY,
-            "reason": payment.cancellation_reason or DECLINE_REASON,
+            "party": CANCELED_BY.get(reason, DECLINED_BY),
+            "reason": reason,
         }
     return body
+
+
+def confirmation(payment: SandboxPayment, public_url: str) -> dict[str, Any]:
+    if state_of(payment.merchant_metadata).get("confirmation") == "embedded":
+        # The widget's token; the sandbox's checkout page is where the widget would be.
+        return {"type": "embedded", "confirmation_token": f"ct-{payment.id}"}
+    return {
+        "type": "redirect",
+        "confirmation_url": checkout_url(public_url, payment.id),
+        "return_url": payment.return_url,
+    }
+
+
+def list_object(items: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:
+    """ЮKassa's list: ``{"type": "list", "items": […], "next_cursor"}`` (the cursor only while
+    more items follow), newest first."""
+    body: dict[str, Any] = {"type": "list", "items": items}
+    if next_cursor is not None:
+        body["next_cursor"] = next_cursor
+    return body
+
+
+def me_object(shop_id: str) -> dict[str, Any]:
+    """``GET /v3/me``: the shop the credentials belong to."""
+    return {
+        "account_id": shop_id,
+        "test": True,
+        "fiscalization_enabled": False,
+        "payment_methods": ["bank_card"],
+        "status": "enabled",
+    }
 
 
 def refund_object(refund: SandboxRefund) -> dict[str, Any]:

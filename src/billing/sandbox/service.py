@@ -1,25 +1,47 @@
 """What the emulated ЮKassa does with its own records: payments, the viewer's decision,
-refunds. One transaction per use case; ``now`` comes from the app's clock, so a test that
-moves time moves the sandbox's ``captured_at`` too."""
+refunds, two-stage capture and cancel, expiry, lists. One transaction per use case; ``now``
+comes from the app's clock, so a test that moves time moves the sandbox's ``captured_at``
+and its lifetimes too."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import DateTime, Select, and_, cast, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.db import transaction
 from billing.sandbox.models import (
+    STATE_KEY,
     SandboxPayment,
     SandboxPaymentStatus,
     SandboxRefund,
     SandboxRefundStatus,
+    state_of,
+    with_state,
 )
-from billing.sandbox.schemas import DECLINE_REASON, PaymentIn, RefundIn, invalid_request
+from billing.sandbox.schemas import (
+    CANCELED_BY_MERCHANT,
+    CAPTURE_LIFETIME,
+    CONFIRMATION_LIFETIME,
+    DECLINE_REASON,
+    EXPIRED_ON_CAPTURE,
+    EXPIRED_ON_CONFIRMATION,
+    WAITING_FOR_CAPTURE,
+    CaptureIn,
+    PaymentIn,
+    RefundIn,
+    api_status,
+    captures_at_once,
+    invalid_request,
+    not_found,
+)
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -53,8 +75,12 @@ async def create_payment(
                 amount=request.amount.value,
                 currency=request.amount.currency,
                 description=request.description,
-                merchant_metadata=request.metadata,
-                return_url=request.confirmation.return_url,
+                merchant_metadata=with_state(
+                    request.metadata,
+                    capture=request.capture,
+                    confirmation=request.confirmation.type,
+                ),
+                return_url=request.confirmation.return_url or "",
                 refunded_amount=0,
                 created_at=now,
             )
@@ -79,32 +105,201 @@ async def find_payment(sessions: Sessions, payment_id: str) -> SandboxPayment | 
         return await session.get(SandboxPayment, payment_id)
 
 
+async def expire_due(
+    sessions: Sessions, *, now: datetime, payment_id: str | None = None
+) -> list[SandboxPayment]:
+    """Cancel what ЮKassa would have canceled by ``now`` (all payments, or the one named):
+    unconfirmed past ``CONFIRMATION_LIFETIME``, uncaptured past ``CAPTURE_LIFETIME``.
+
+    ЮKassa does it on its own; the sandbox when a payment is next looked at. Answers the
+    payments this call canceled, for their ``payment.canceled`` notifications.
+    """
+    authorized = SandboxPayment.merchant_metadata[STATE_KEY]["authorized_at"].astext
+    pending = [SandboxPayment.status == SandboxPaymentStatus.PENDING]
+    if payment_id is not None:
+        pending.append(SandboxPayment.id == payment_id)
+    due = {
+        EXPIRED_ON_CONFIRMATION: and_(
+            authorized.is_(None), SandboxPayment.created_at <= now - CONFIRMATION_LIFETIME
+        ),
+        EXPIRED_ON_CAPTURE: and_(
+            authorized.is_not(None),
+            cast(authorized, DateTime(timezone=True)) <= now - CAPTURE_LIFETIME,
+        ),
+    }
+    canceled: list[SandboxPayment] = []
+    async with transaction(sessions) as session:
+        for reason, condition in due.items():
+            rows = await session.scalars(
+                update(SandboxPayment)
+                .where(*pending, condition)
+                .values(status=SandboxPaymentStatus.CANCELED, cancellation_reason=reason)
+                .returning(SandboxPayment)
+                .execution_options(synchronize_session=False)
+            )
+            canceled.extend(rows)
+    return canceled
+
+
+async def _locked(session: AsyncSession, payment_id: str) -> SandboxPayment | None:
+    payment: SandboxPayment | None = await session.scalar(
+        select(SandboxPayment)
+        .where(SandboxPayment.id == payment_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return payment
+
+
 async def decide(
     sessions: Sessions, payment_id: str, decision: Decision, *, now: datetime
 ) -> tuple[SandboxPayment | None, bool]:
-    """The viewer pressed *Pay* or *Decline*: pending → succeeded | canceled.
+    """The viewer pressed *Pay* or *Decline*: pending → succeeded (``capture: true``) or
+    waiting_for_capture (two-stage), or canceled.
 
-    Answers the payment and whether this press changed it; a second press (or a race of two)
-    finds it no longer pending and changes nothing.
+    Answers the payment and whether this press changed it; a second press (or a race of two,
+    serialised by the row lock) finds it no longer pending and changes nothing.
     """
-    if decision == Decision.PAY:
-        changes = {"status": SandboxPaymentStatus.SUCCEEDED, "captured_at": now}
-    else:
-        changes = {"status": SandboxPaymentStatus.CANCELED, "cancellation_reason": DECLINE_REASON}
     async with transaction(sessions) as session:
-        changed: SandboxPayment | None = await session.scalar(
-            update(SandboxPayment)
-            .where(
-                SandboxPayment.id == payment_id,
-                SandboxPayment.status == SandboxPaymentStatus.PENDING,
+        payment = await _locked(session, payment_id)
+        if payment is None or api_status(payment) != SandboxPaymentStatus.PENDING:
+            return payment, False
+        if decision == Decision.DECLINE:
+            payment.status = SandboxPaymentStatus.CANCELED
+            payment.cancellation_reason = DECLINE_REASON
+        elif captures_at_once(payment):
+            payment.status = SandboxPaymentStatus.SUCCEEDED
+            payment.captured_at = now
+        else:
+            payment.merchant_metadata = with_state(
+                payment.merchant_metadata, authorized_at=now.isoformat()
             )
-            .values(**changes)
-            .returning(SandboxPayment)
-            .execution_options(synchronize_session=False)
+        return payment, True
+
+
+class Settle(StrEnum):
+    """What the shop does with a payment waiting for capture."""
+
+    CAPTURE = "capture"
+    CANCEL = "cancel"
+
+
+async def settle(
+    sessions: Sessions,
+    payment_id: str,
+    action: Settle,
+    request: CaptureIn,
+    *,
+    idempotence_key: str,
+    digest: str,
+    now: datetime,
+) -> tuple[SandboxPayment, bool]:
+    """``POST /payments/{id}/capture`` (all or part of the amount) or ``/cancel``: only a
+    payment waiting for capture can be either. Answers the payment and whether it changed
+    now (False: the same request again under the same key)."""
+    async with transaction(sessions) as session:
+        payment = await _locked(session, payment_id)
+        if payment is None:
+            raise not_found("Payment", None)
+        done = _settled_by(payment, action)
+        if done is not None and done.get("key") == idempotence_key:
+            if done.get("digest") != digest:
+                raise _key_reused()
+            return payment, False
+        status = api_status(payment)
+        if status != WAITING_FOR_CAPTURE:
+            raise invalid_request(
+                f"Only a payment in status {WAITING_FOR_CAPTURE} can be {action}d; this one"
+                f" is {status}"
+            )
+        if action == Settle.CANCEL:
+            payment.status = SandboxPaymentStatus.CANCELED
+            payment.cancellation_reason = CANCELED_BY_MERCHANT
+        else:
+            if request.amount is not None:
+                if request.amount.currency != payment.currency:
+                    raise invalid_request("The currency differs from the payment's",
+                                          "amount.currency")  # fmt: skip
+                if request.amount.value > payment.amount:
+                    raise invalid_request("The amount exceeds the payment's", "amount.value")
+                payment.amount = request.amount.value
+            payment.status = SandboxPaymentStatus.SUCCEEDED
+            payment.captured_at = now
+        payment.merchant_metadata = with_state(
+            payment.merchant_metadata, **{action.value: {"key": idempotence_key, "digest": digest}}
         )
-        if changed is not None:
-            return changed, True
-        return await session.get(SandboxPayment, payment_id), False
+        return payment, True
+
+
+def _settled_by(payment: SandboxPayment, action: Settle) -> dict[str, Any] | None:
+    """The key and digest of the capture (or cancel) that settled the payment, if one did."""
+    done = state_of(payment.merchant_metadata).get(action.value)
+    return done if isinstance(done, dict) else None
+
+
+# --- lists ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    """A list request: ``created_at`` bounds, a status, where the previous page ended."""
+
+    limit: int = 10
+    status: str | None = None
+    created_gte: datetime | None = None
+    created_gt: datetime | None = None
+    created_lte: datetime | None = None
+    created_lt: datetime | None = None
+    after: tuple[datetime, str] | None = None  # the cursor: the last item's (created_at, id)
+    payment_id: str | None = None  # refunds only
+
+
+def _paged(query: Select[Any], model: Any, page: Page) -> Select[Any]:
+    created = model.created_at
+    if page.created_gte is not None:
+        query = query.where(created >= page.created_gte)
+    if page.created_gt is not None:
+        query = query.where(created > page.created_gt)
+    if page.created_lte is not None:
+        query = query.where(created <= page.created_lte)
+    if page.created_lt is not None:
+        query = query.where(created < page.created_lt)
+    if page.after is not None:
+        moment, last_id = page.after
+        query = query.where(or_(created < moment, and_(created == moment, model.id < last_id)))
+    # One more than asked: whether a next page exists.
+    return query.order_by(created.desc(), model.id.desc()).limit(page.limit + 1)
+
+
+async def list_payments(sessions: Sessions, page: Page) -> tuple[Sequence[SandboxPayment], bool]:
+    """Newest first; answers the page and whether more follow."""
+    query = select(SandboxPayment)
+    if page.status == WAITING_FOR_CAPTURE:
+        query = query.where(
+            SandboxPayment.status == SandboxPaymentStatus.PENDING,
+            SandboxPayment.merchant_metadata[STATE_KEY]["authorized_at"].astext.is_not(None),
+        )
+    elif page.status == SandboxPaymentStatus.PENDING:
+        query = query.where(
+            SandboxPayment.status == SandboxPaymentStatus.PENDING,
+            SandboxPayment.merchant_metadata[STATE_KEY]["authorized_at"].astext.is_(None),
+        )
+    elif page.status is not None:
+        query = query.where(SandboxPayment.status == page.status)
+    async with sessions() as session:
+        rows = list(await session.scalars(_paged(query, SandboxPayment, page)))
+    return rows[: page.limit], len(rows) > page.limit
+
+
+async def list_refunds(sessions: Sessions, page: Page) -> tuple[Sequence[SandboxRefund], bool]:
+    query = select(SandboxRefund)
+    if page.status is not None:
+        query = query.where(SandboxRefund.status == page.status)
+    if page.payment_id is not None:
+        query = query.where(SandboxRefund.payment_id == page.payment_id)
+    async with sessions() as session:
+        rows = list(await session.scalars(_paged(query, SandboxRefund, page)))
+    return rows[: page.limit], len(rows) > page.limit
 
 
 async def create_refund(

@@ -40,8 +40,10 @@ from billing.sandbox.stripe_schemas import (
     charge_object,
     check_expand,
     event,
+    intent_state,
     invalid_api_key,
     invalid_request,
+    is_paid,
     missing_api_key,
     new_id,
     no_such,
@@ -52,7 +54,7 @@ from billing.sandbox.stripe_schemas import (
 )
 from billing.sandbox.stripe_webhooks import StripeNotifier
 
-SESSION_EXPANSIONS = {"payment_intent", "payment_intent.latest_charge"}
+SESSION_EXPANSIONS = {"payment_intent", "payment_intent.latest_charge", "line_items"}
 PAYMENT_INTENT_EXPANSIONS = {"latest_charge"}
 # Stripe: up to 255 characters; printable ASCII is what an HTTP header can carry.
 _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
@@ -101,11 +103,23 @@ def _stripe_errors(
     return answer
 
 
-def _json(body: dict[str, Any], *, status: int = 200, replayed: bool = False) -> JSONResponse:
-    headers = {"Request-Id": new_id("req_", 14)}
+def _json(
+    body: dict[str, Any],
+    *,
+    status: int = 200,
+    replayed: bool = False,
+    request_id: str | None = None,
+) -> JSONResponse:
+    """Stripe's answer; ``request_id`` when the request's events name it already."""
+    headers = {"Request-Id": request_id or _request_id()}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _request_id() -> str:
+    """Stripe's ``Request-Id``, which the events an API request causes carry too."""
+    return new_id("req_", 14)
 
 
 def _real_now() -> datetime:
@@ -227,9 +241,11 @@ async def expire_session(
         sessions, key=key, endpoint=f"POST /v1/checkout/sessions/{session_id}/expire",
         request_digest=request_digest, now=clock.now(), run=run,
     )  # fmt: skip
+    request_id = _request_id()
     if not replayed:  # an expired session has no payment intent: nothing was expanded
-        notifier.send_later(event("checkout.session.expired", answer, created=clock.now()))
-    return _json(answer, replayed=replayed)
+        notifier.send_later(event("checkout.session.expired", answer, created=clock.now(),
+                                  request_id=request_id, idempotency_key=key))  # fmt: skip
+    return _json(answer, replayed=replayed, request_id=request_id)
 
 
 @router.get("/v1/payment_intents/{intent_id}")
@@ -270,13 +286,15 @@ async def create_refund(
         sessions, key=key, endpoint="POST /v1/refunds",
         request_digest=request_digest, now=clock.now(), run=run,
     )  # fmt: skip
+    request_id = _request_id()
     if not replayed:
         paid = await service.find_by_payment_intent(sessions, answer["payment_intent"])
         assert paid is not None
         # After the response, as Stripe does: billing asks for the refund holding its payment
         # row, and its webhook handler would wait for that same row.
-        notifier.send_later(event("charge.refunded", charge_object(paid), created=clock.now()))
-    return _json(answer, replayed=replayed)
+        notifier.send_later(event("charge.refunded", charge_object(paid), created=clock.now(),
+                                  request_id=request_id, idempotency_key=key))  # fmt: skip
+    return _json(answer, replayed=replayed, request_id=request_id)
 
 
 @router.get("/v1/refunds/{refund_id}")
@@ -321,10 +339,14 @@ def _page(
     status_code: int = 200,
     message: str | None = None,
 ) -> Response:
-    context: dict[str, Any] = {"brand": "Stripe", "payment": None, "message": message}
+    context: dict[str, Any] = {
+        "brand": "Stripe", "payment": None, "message": message, "test_cards": True,
+    }  # fmt: skip
     if session is not None:
-        paid = session.status == SandboxStripeSessionStatus.COMPLETE
+        paid = is_paid(session)
         is_open = session.status == SandboxStripeSessionStatus.OPEN
+        intent = intent_state(session)
+        processing = intent is not None and intent["status"] == "processing"
         context["payment"] = {
             "id": session.id,
             "amount": f"{format_amount(session.amount_total)} {session.currency.upper()}",
@@ -332,8 +354,11 @@ def _page(
             "status": "succeeded" if paid else "pending" if is_open else "canceled",
             "pending": is_open,
             "paid": paid,
+            "processing": processing,
             "return_url": _return_url(session),
         }
+        if is_open and intent is not None and intent.get("error") and message is None:
+            context["message"] = f"{intent['error']['message']} Try again."
     return templates.TemplateResponse(request, "checkout.html", context, status_code=status_code)
 
 
@@ -361,34 +386,50 @@ async def checkout_decide(
     sessions: SessionsDep,
     notifier: NotifierDep,
 ) -> Response:
-    """*Pay* or *Decline* (``action=pay|decline``; ``notify=0`` skips the event), the same
-    form as the ЮKassa sandbox's page."""
+    """The page's form, like the ЮKassa sandbox's: ``action=pay`` (``card=ok``, the default,
+    or ``card=delayed``: the bank answers later) or ``action=decline`` (the card is declined;
+    the session stays open); for a delayed payment, ``action=settle|fail`` is the bank's
+    answer. ``notify=0`` sends no event."""
     try:
         form = await request.form()
     except Exception:  # a malformed multipart body is the sender's mistake, not a 500
         return _page(request, None, status_code=400, message="Send a form: action=pay|decline.")
-    action, notify = form.get("action"), form.get("notify", "1")
+    action, notify, card = form.get("action"), form.get("notify", "1"), form.get("card", "ok")
     try:
         decision = service.Decision(action if isinstance(action, str) else "")
+        chosen = service.Card(card if isinstance(card, str) else "")
     except ValueError:
-        return _page(request, None, status_code=400, message="action must be pay or decline.")
+        message = "action must be pay, decline, settle or fail; card ok or delayed."
+        return _page(request, None, status_code=400, message=message)
     if await _current_session(sessions, notifier, settings, clock, session_id) is None:
         return _page(request, None, status_code=404, message="No such Checkout Session.")
     decided, changed = await service.decide(
-        sessions, session_id, decision, now=clock.now(), real_now=_real_now()
+        sessions, session_id, decision, card=chosen, now=clock.now(), real_now=_real_now()
     )
     if decided is None:
         return _page(request, None, status_code=404, message="No such Checkout Session.")
     if not changed:  # pressed again, or too late: nothing happens, the page shows how it ended
         return _page(request, decided)
     if not (isinstance(notify, str) and notify.strip().lower() in _NO):
-        kind = (
-            "checkout.session.completed"
-            if decided.status == SandboxStripeSessionStatus.COMPLETE
-            else "checkout.session.expired"
-        )
-        subject = session_object(decided, public_url=settings.public_url)
-        # Sent before the viewer is sent back, so the shop knows by the time they arrive.
-        await notifier.send(event(kind, subject, created=clock.now()))
+        # Sent before the viewer is sent on, so the shop knows by the time they arrive.
+        for kind, subject in _events(decided, decision, settings):
+            await notifier.send(event(kind, subject, created=clock.now()))
+    if decision == service.Decision.DECLINE:  # Stripe's page shows the decline, and waits
+        return _page(request, decided)
     back = _return_url(decided)
     return RedirectResponse(back, status_code=303) if back else _page(request, decided)
+
+
+def _events(
+    session: SandboxStripeSession, decision: service.Decision, settings: Settings
+) -> list[tuple[str, dict[str, Any]]]:
+    """The events Stripe sends for what happened on the page (no API request caused them)."""
+    subject = session_object(session, public_url=settings.public_url)
+    failed = ("payment_intent.payment_failed", payment_intent_object(session))
+    if decision == service.Decision.PAY:
+        return [("checkout.session.completed", subject)]
+    if decision == service.Decision.DECLINE:
+        return [failed]
+    if decision == service.Decision.SETTLE:
+        return [("checkout.session.async_payment_succeeded", subject)]
+    return [failed, ("checkout.session.async_payment_failed", subject)]

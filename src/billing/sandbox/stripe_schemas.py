@@ -3,13 +3,20 @@ keys, Stripe's JSON objects and its error bodies (https://docs.stripe.com/api).
 
 Requests are checked the way Stripe does it — a missing or unusable parameter is a 400
 ``invalid_request_error`` naming the ``param`` in Stripe's bracket spelling — and parameters
-the sandbox does not emulate (``customer_email``, ``locale``…) are ignored, as the ЮKassa
-sandbox ignores what it does not emulate.
+the sandbox does not emulate are ignored, as the ЮKassa sandbox ignores what it does not
+emulate.
+
+Objects carry every field of Stripe's published schema for them (nulls and defaults where the
+sandbox has nothing to say), so that code written against Stripe's API finds what it reads.
+A session's payment intent goes through Stripe's states: ``requires_payment_method`` after a
+declined card (the session stays ``open`` for another try), ``processing`` while a delayed
+payment method settles (the session is ``complete`` but ``unpaid``), ``succeeded``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -23,9 +30,12 @@ import stripe
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from billing.sandbox.models import (
+    STATE_KEY,
     SandboxStripeRefund,
     SandboxStripeSession,
     SandboxStripeSessionStatus,
+    merchant_part,
+    state_of,
 )
 
 # Stripe's limit on a charge, in minor units (99 999 999: eight digits).
@@ -40,6 +50,22 @@ _SEGMENT = re.compile(r"\[([^\[\]]*)\]")
 OBJECT_ID = re.compile(r"[a-z]{2,4}_[A-Za-z0-9_]{1,76}")
 SANDBOX_CARD = {"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2034,
                 "country": "US", "funding": "credit"}  # fmt: skip
+# Checkout's languages (Stripe's ``locale`` enumeration).
+LOCALES = Literal[
+    "auto", "bg", "cs", "da", "de", "el", "en", "en-GB", "es", "es-419", "et", "fi", "fil",
+    "fr", "fr-CA", "hr", "hu", "id", "it", "ja", "ko", "lt", "lv", "ms", "mt", "nb", "nl",
+    "pl", "pt", "pt-BR", "ro", "ru", "sk", "sl", "sv", "th", "tr", "vi", "zh", "zh-HK",
+    "zh-TW",
+]  # fmt: skip
+DECLINE = {
+    "code": "card_declined",
+    "decline_code": "generic_decline",
+    "message": "Your card was declined.",
+}
+DELAYED_FAILURE = {
+    "code": "payment_method_provider_decline",
+    "message": "The payment was declined by the bank after processing.",
+}
 
 
 def new_id(prefix: str, length: int = 24) -> str:
@@ -49,6 +75,13 @@ def new_id(prefix: str, length: int = 24) -> str:
 
 def new_session_id() -> str:
     return new_id("cs_test_", 58)
+
+
+def derived_id(prefix: str, source: str, length: int = 24) -> str:
+    """A stable id for an object the sandbox does not store (a line item, a payment method):
+    the same source always names the same object."""
+    digest = hmac.new(b"sandbox", source.encode(), hashlib.sha256).digest()
+    return prefix + "".join(_ALPHABET[byte % len(_ALPHABET)] for byte in digest[:length])
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -225,6 +258,8 @@ def _url(value: str) -> str:
 def _metadata(value: dict[str, str]) -> dict[str, str]:
     if len(value) > 50 or any(len(k) > 40 or len(v) > 500 for k, v in value.items()):
         raise ValueError("up to 50 keys, names up to 40 characters, values up to 500")
+    if STATE_KEY in value:
+        raise ValueError(f"the key {STATE_KEY} is the sandbox's own")
     return value
 
 
@@ -261,8 +296,12 @@ class SessionIn(_Form):
     # Subscriptions and setup sessions are not emulated; billing sells months at once.
     mode: Literal["payment"]
     line_items: list[LineItemIn] = Field(min_length=1, max_length=100)
-    success_url: Url | None = None
+    # Required for the hosted page (the only ``ui_mode`` emulated), as at Stripe.
+    ui_mode: Literal["hosted"] = "hosted"
+    success_url: Url
     cancel_url: Url | None = None
+    customer_email: str | None = Field(default=None, max_length=800, pattern=r"^[^@\s]+@[^@\s]+$")
+    locale: LOCALES | None = None
     client_reference_id: str | None = Field(default=None, max_length=200)
     expires_at: int | None = Field(default=None, ge=0, le=2**40)
     metadata: Metadata = Field(default_factory=dict)
@@ -325,87 +364,314 @@ def checkout_url(public_url: str, session_id: str) -> str:
     return f"{public_url}/sandbox/stripe/c/pay/{session_id}"
 
 
+def intent_state(session: SandboxStripeSession) -> dict[str, Any] | None:
+    """The payment intent's ``status``, ``created`` and ``last_payment_error``, and its latest
+    charge's ``charge_status`` and ``failure``; None before the viewer first tries to pay."""
+    if session.payment_intent_id is None:
+        return None
+    recorded = state_of(session.merchant_metadata).get("intent")
+    if isinstance(recorded, dict):
+        return recorded
+    # Sessions paid before attempts were recorded: paid at once, by card.
+    assert session.paid_at is not None
+    return {"status": "succeeded", "created": unix(session.paid_at), "charge_status": "succeeded"}
+
+
+def is_paid(session: SandboxStripeSession) -> bool:
+    intent = intent_state(session)
+    return intent is not None and intent["status"] == "succeeded"
+
+
 def session_object(
     session: SandboxStripeSession, *, public_url: str, expand: Sequence[str] = ()
 ) -> dict[str, Any]:
     """A Checkout Session as ``GET /v1/checkout/sessions/{id}`` shows it."""
-    complete = session.status == SandboxStripeSessionStatus.COMPLETE
+    state = state_of(session.merchant_metadata)
     intent: Any = session.payment_intent_id
     # Expanding a path expands every object along it.
     if intent is not None and any(path.split(".")[0] == "payment_intent" for path in expand):
         intent = payment_intent_object(
             session, expand=["latest_charge"] if "payment_intent.latest_charge" in expand else []
         )
-    return {
+    email = state.get("customer_email")
+    complete = session.status == SandboxStripeSessionStatus.COMPLETE
+    body: dict[str, Any] = {
         "id": session.id,
         "object": "checkout.session",
+        "after_expiration": None,
+        "allow_promotion_codes": None,
         "amount_subtotal": session.amount_total,
         "amount_total": session.amount_total,
+        "automatic_tax": {"enabled": False, "liability": None, "status": None},
+        "billing_address_collection": None,
         "cancel_url": session.cancel_url,
         "client_reference_id": session.client_reference_id,
+        "client_secret": None,
+        "consent": None,
+        "consent_collection": None,
         "created": unix(session.created_at),
         "currency": session.currency,
+        "currency_conversion": None,
+        "custom_fields": [],
+        "custom_text": {
+            "after_submit": None,
+            "shipping_address": None,
+            "submit": None,
+            "terms_of_service_acceptance": None,
+        },
         "customer": None,
+        "customer_creation": "if_required",
+        # What the customer entered on the page; the sandbox's page asks for nothing more.
+        "customer_details": (
+            {
+                "address": None,
+                "email": email,
+                "name": None,
+                "phone": None,
+                "tax_exempt": "none",
+                "tax_ids": [],
+            }
+            if complete
+            else None
+        ),
+        "customer_email": email,
         "expires_at": unix(session.expires_at),
+        "invoice": None,
+        "invoice_creation": {
+            "enabled": False,
+            "invoice_data": {
+                "account_tax_ids": None,
+                "custom_fields": None,
+                "description": None,
+                "footer": None,
+                "issuer": None,
+                "metadata": {},
+                "rendering_options": None,
+            },
+        },
         "livemode": False,
-        "metadata": session.merchant_metadata,
+        "locale": state.get("locale"),
+        "metadata": merchant_part(session.merchant_metadata),
         "mode": "payment",
         "payment_intent": intent,
+        "payment_link": None,
+        "payment_method_collection": "if_required",
+        "payment_method_configuration_details": None,
+        "payment_method_options": {},
         "payment_method_types": ["card"],
-        "payment_status": "paid" if complete else "unpaid",
+        "payment_status": "paid" if is_paid(session) else "unpaid",
+        "phone_number_collection": {"enabled": False},
+        "recovered_from": None,
+        "saved_payment_method_options": None,
+        "setup_intent": None,
+        "shipping_address_collection": None,
+        "shipping_cost": None,
+        "shipping_details": None,
+        "shipping_options": [],
         "status": session.status,
+        "submit_type": None,
+        "subscription": None,
         "success_url": session.success_url,
+        "tax_id_collection": {"enabled": False, "required": "never"},
+        "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+        "ui_mode": "hosted",
         "url": (
             checkout_url(public_url, session.id)
             if session.status == SandboxStripeSessionStatus.OPEN
             else None
         ),
     }
+    if "line_items" in expand:
+        body["line_items"] = line_items_list(session)
+    return body
+
+
+def line_items_list(session: SandboxStripeSession) -> dict[str, Any]:
+    """``line_items`` (only when expanded): a list of Stripe's ``item`` objects, each with the
+    one-off price the shop's ``price_data`` made."""
+    items = []
+    for index, item in enumerate(session.line_items):
+        source = f"{session.id}/{index}"
+        total = item["unit_amount"] * item["quantity"]
+        price = {
+            "id": derived_id("price_", source), "object": "price", "active": False,
+            "billing_scheme": "per_unit", "created": unix(session.created_at),
+            "currency": session.currency, "custom_unit_amount": None, "livemode": False,
+            "lookup_key": None, "metadata": {}, "nickname": None,
+            "product": derived_id("prod_", source, 14), "recurring": None,
+            "tax_behavior": "unspecified", "tiers_mode": None, "transform_quantity": None,
+            "type": "one_time", "unit_amount": item["unit_amount"],
+            "unit_amount_decimal": str(item["unit_amount"]),
+        }  # fmt: skip
+        items.append({
+            "id": derived_id("li_", source), "object": "item", "amount_discount": 0,
+            "amount_subtotal": total, "amount_tax": 0, "amount_total": total,
+            "currency": session.currency, "description": item["name"], "price": price,
+            "quantity": item["quantity"],
+        })  # fmt: skip
+    return {
+        "object": "list",
+        "data": items,
+        "has_more": False,
+        "url": f"/v1/checkout/sessions/{session.id}/line_items",
+    }
 
 
 def payment_intent_object(
     session: SandboxStripeSession, *, expand: Sequence[str] = ()
 ) -> dict[str, Any]:
-    """The PaymentIntent paying the session made (only a paid session has one)."""
-    assert session.paid_at is not None
+    """The PaymentIntent the viewer's first try to pay made (a session has one at most)."""
+    intent = intent_state(session)
+    assert intent is not None and session.payment_intent_id is not None
+    succeeded = intent["status"] == "succeeded"
+    error = intent.get("error")
     return {
         "id": session.payment_intent_id,
         "object": "payment_intent",
         "amount": session.amount_total,
-        "amount_received": session.amount_total,
-        "created": unix(session.paid_at),
+        "amount_capturable": 0,
+        "amount_details": {"tip": {}},
+        "amount_received": session.amount_total if succeeded else 0,
+        "application": None,
+        "application_fee_amount": None,
+        "automatic_payment_methods": None,
+        "canceled_at": None,
+        "cancellation_reason": None,
+        "capture_method": "automatic_async",  # Checkout's default for one-off payments
+        "client_secret": f"{session.payment_intent_id}_secret_{derived_id('', session.id)}",
+        "confirmation_method": "automatic",
+        "created": intent["created"],
         "currency": session.currency,
+        "customer": None,
         "description": session.payment_intent_description,
+        "invoice": None,
+        "last_payment_error": _payment_error(session, error) if error else None,
         "latest_charge": charge_object(session) if "latest_charge" in expand else session.charge_id,
         "livemode": False,
         "metadata": session.payment_intent_metadata,
+        "next_action": None,
+        "on_behalf_of": None,
+        "payment_method": (
+            None if intent["status"] == "requires_payment_method" else payment_method_id(session)
+        ),
+        "payment_method_configuration_details": None,
+        "payment_method_options": {"card": {"installments": None, "mandate_options": None,
+                                            "network": None,
+                                            "request_three_d_secure": "automatic"}},
         "payment_method_types": ["card"],
-        "status": "succeeded",
+        "processing": None,
+        "receipt_email": None,
+        "review": None,
+        "setup_future_usage": None,
+        "shipping": None,
+        "source": None,
+        "statement_descriptor": None,
+        "statement_descriptor_suffix": None,
+        "status": intent["status"],
+        "transfer_data": None,
+        "transfer_group": None,
+    }  # fmt: skip
+
+
+def payment_method_id(session: SandboxStripeSession) -> str:
+    """The card the viewer's latest try used (one per charge)."""
+    return derived_id("pm_", session.charge_id or session.id)
+
+
+def _payment_error(session: SandboxStripeSession, error: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "card_error",
+        "charge": session.charge_id,
+        "doc_url": f"https://stripe.com/docs/error-codes/{error['code'].replace('_', '-')}",
+        "payment_method_type": "card",
+        **error,
     }
 
 
 def charge_object(session: SandboxStripeSession) -> dict[str, Any]:
-    """The charge of the session's payment intent; Stripe copies the intent's metadata onto
-    it when the intent is confirmed."""
-    assert session.paid_at is not None
+    """The latest charge of the session's payment intent; Stripe copies the intent's metadata
+    onto it when the intent is confirmed."""
+    intent = intent_state(session)
+    assert intent is not None and session.paid_at is not None
+    status = intent.get("charge_status", "succeeded")
+    succeeded = status == "succeeded"
+    failure = intent.get("error") if status == "failed" else None
     return {
         "id": session.charge_id,
         "object": "charge",
         "amount": session.amount_total,
-        "amount_captured": session.amount_total,
+        "amount_captured": session.amount_total if succeeded else 0,
         "amount_refunded": session.amount_refunded,
-        "captured": True,
+        "application": None,
+        "application_fee": None,
+        "application_fee_amount": None,
+        "balance_transaction": derived_id("txn_", session.charge_id or "") if succeeded else None,
+        "billing_details": {
+            "address": {
+                "city": None,
+                "country": None,
+                "line1": None,
+                "line2": None,
+                "postal_code": None,
+                "state": None,
+            },
+            "email": state_of(session.merchant_metadata).get("customer_email"),
+            "name": None,
+            "phone": None,
+        },
+        "calculated_statement_descriptor": "BILLING SANDBOX",
+        "captured": succeeded,
         "created": unix(session.paid_at),
         "currency": session.currency,
+        "customer": None,
         "description": session.payment_intent_description,
+        "disputed": False,
+        "failure_balance_transaction": None,
+        "failure_code": failure["code"] if failure else None,
+        "failure_message": failure["message"] if failure else None,
+        "fraud_details": {},
+        "invoice": None,
         "livemode": False,
         "metadata": session.payment_intent_metadata,
-        "paid": True,
+        "on_behalf_of": None,
+        "outcome": _outcome(status, failure),
+        "paid": succeeded,
         "payment_intent": session.payment_intent_id,
-        "payment_method_details": {"type": "card", "card": SANDBOX_CARD},
+        "payment_method": payment_method_id(session),
+        "payment_method_details": {
+            "type": "card",
+            "card": {
+                **SANDBOX_CARD,
+                "checks": None,
+                "network": "visa",
+                "three_d_secure": None,
+                "wallet": None,
+            },
+        },
+        "receipt_email": None,
+        "receipt_number": None,
+        "receipt_url": None,
         "refunded": session.amount_refunded == session.amount_total,
-        "status": "succeeded",
+        "review": None,
+        "shipping": None,
+        "source_transfer": None,
+        "statement_descriptor": None,
+        "statement_descriptor_suffix": None,
+        "status": status,
+        "transfer_data": None,
+        "transfer_group": None,
     }
+
+
+def _outcome(status: str, failure: dict[str, Any] | None) -> dict[str, Any] | None:
+    if status == "pending":
+        return None
+    if failure is not None:
+        return {"network_status": "declined_by_network", "reason": failure.get("decline_code"),
+                "risk_level": "normal", "seller_message": "The bank did not approve the payment.",
+                "type": "issuer_declined"}  # fmt: skip
+    return {"network_status": "approved_by_network", "reason": None, "risk_level": "normal",
+            "seller_message": "Payment complete.", "type": "authorized"}  # fmt: skip
 
 
 def refund_object(refund: SandboxStripeRefund, session: SandboxStripeSession) -> dict[str, Any]:
@@ -413,18 +679,34 @@ def refund_object(refund: SandboxStripeRefund, session: SandboxStripeSession) ->
         "id": refund.id,
         "object": "refund",
         "amount": refund.amount,
+        "balance_transaction": derived_id("txn_", refund.id),
         "charge": session.charge_id,
         "created": unix(refund.created_at),
         "currency": refund.currency,
+        "destination_details": {"card": {"reference_status": "pending", "reference_type":
+                                         "acquirer_reference_number", "type": "refund"},
+                                "type": "card"},
         "metadata": refund.merchant_metadata,
         "payment_intent": session.payment_intent_id,
         "reason": refund.reason,
+        "receipt_number": None,
+        "source_transfer_reversal": None,
         "status": refund.status,
-    }
+        "transfer_reversal": None,
+    }  # fmt: skip
 
 
-def event(kind: str, subject: dict[str, Any], *, created: datetime) -> dict[str, Any]:
-    """What Stripe POSTs to a webhook endpoint: an ``event`` wrapping the object as it is."""
+def event(
+    kind: str,
+    subject: dict[str, Any],
+    *,
+    created: datetime,
+    request_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """What Stripe POSTs to a webhook endpoint: an ``event`` wrapping the object as it is.
+    ``request`` names the API request that caused it (null for what the customer or Stripe
+    itself did: paying on the page, a session's expiry)."""
     return {
         "id": new_id("evt_"),
         "object": "event",
@@ -433,7 +715,7 @@ def event(kind: str, subject: dict[str, Any], *, created: datetime) -> dict[str,
         "data": {"object": subject},
         "livemode": False,
         "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None},
+        "request": {"id": request_id, "idempotency_key": idempotency_key},
         "type": kind,
     }
 

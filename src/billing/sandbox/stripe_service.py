@@ -27,16 +27,22 @@ from billing.sandbox.models import (
     SandboxStripeRefundStatus,
     SandboxStripeSession,
     SandboxStripeSessionStatus,
+    with_state,
 )
 from billing.sandbox.stripe_schemas import (
+    DECLINE,
+    DELAYED_FAILURE,
     MAX_AMOUNT,
     RefundIn,
     SessionIn,
     idempotency_error,
+    intent_state,
     invalid_request,
+    is_paid,
     new_id,
     new_session_id,
     no_such,
+    unix,
 )
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -45,10 +51,21 @@ MAX_LIFETIME = timedelta(hours=24)
 
 
 class Decision(StrEnum):
-    """The two buttons of the checkout page."""
+    """The checkout page's buttons: *Pay* (with the ``card`` chosen) and *Decline* (the card is
+    declined); for a delayed payment method, the bank's later answer: *Settle* or *Fail*."""
 
     PAY = "pay"
     DECLINE = "decline"
+    SETTLE = "settle"
+    FAIL = "fail"
+
+
+class Card(StrEnum):
+    """The page's test cards: one that pays now, and one that settles later (standing in for
+    Stripe's delayed methods, such as bank debits)."""
+
+    OK = "ok"
+    DELAYED = "delayed"
 
 
 # --- idempotency ----------------------------------------------------------------------------
@@ -148,7 +165,9 @@ async def create_session(
             currency=currencies.pop(),
             line_items=items,
             client_reference_id=request.client_reference_id,
-            merchant_metadata=request.metadata,
+            merchant_metadata=with_state(
+                request.metadata, customer_email=request.customer_email, locale=request.locale
+            ),
             payment_intent_metadata=request.payment_intent_data.metadata,
             payment_intent_description=request.payment_intent_data.description,
             success_url=request.success_url,
@@ -230,38 +249,63 @@ async def expire(session: AsyncSession, session_id: str) -> SandboxStripeSession
 
 
 async def decide(
-    sessions: Sessions, session_id: str, decision: Decision, *, now: datetime, real_now: datetime
+    sessions: Sessions,
+    session_id: str,
+    decision: Decision,
+    *,
+    card: Card = Card.OK,
+    now: datetime,
+    real_now: datetime,
 ) -> tuple[SandboxStripeSession | None, bool]:
-    """*Pay* completes an open session (its payment intent and charge are made now);
-    *Decline* — the viewer gives up — expires it, as Stripe does when a session is abandoned.
+    """What the viewer (or, later, their bank) did, as Stripe's states record it:
 
-    Answers the session and whether this press changed it; a second press (or a race of
-    two) finds it no longer open and changes nothing.
+    - *Pay*: the session completes; its payment intent succeeds — or, with the delayed card,
+      is ``processing`` and the session stays ``unpaid`` until the bank answers.
+    - *Decline*: the card is declined; the session stays ``open`` for another try, its payment
+      intent ``requires_payment_method`` with the decline as ``last_payment_error``.
+    - *Settle* / *Fail*: the bank's answer for a processing payment.
+
+    Each try makes a new charge; the payment intent is made by the first. Answers the session
+    and whether this press changed it; one that does not apply (pressed again, a race lost to
+    the row lock, too late) changes nothing.
     """
-    if decision == Decision.PAY:
-        changes: dict[str, Any] = {
-            "status": SandboxStripeSessionStatus.COMPLETE,
-            "payment_intent_id": new_id("pi_"),
-            "charge_id": new_id("ch_"),
-            "paid_at": now,
-        }
-    else:
-        changes = {"status": SandboxStripeSessionStatus.EXPIRED}
     async with transaction(sessions) as session:
-        changed: SandboxStripeSession | None = await session.scalar(
-            update(SandboxStripeSession)
-            .where(
-                SandboxStripeSession.id == session_id,
-                SandboxStripeSession.status == SandboxStripeSessionStatus.OPEN,
-                SandboxStripeSession.expires_at > real_now,
-            )
-            .values(**changes)
-            .returning(SandboxStripeSession)
-            .execution_options(synchronize_session=False)
+        found = await session.scalar(
+            select(SandboxStripeSession)
+            .where(SandboxStripeSession.id == session_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
         )
-        if changed is not None:
-            return changed, True
-        return await session.get(SandboxStripeSession, session_id), False
+        if found is None or not _applies(found, decision, real_now):
+            return found, False
+        # A copy: the ORM sees a change only when the new document differs from the old one.
+        intent = dict(intent_state(found) or {"created": unix(now)})
+        if decision in (Decision.PAY, Decision.DECLINE):
+            found.payment_intent_id = found.payment_intent_id or new_id("pi_")
+            found.charge_id = new_id("ch_")
+            found.paid_at = now  # the latest charge's time
+        if decision == Decision.PAY:
+            found.status = SandboxStripeSessionStatus.COMPLETE
+            delayed = card == Card.DELAYED
+            intent |= {"status": "processing" if delayed else "succeeded", "error": None,
+                       "charge_status": "pending" if delayed else "succeeded"}  # fmt: skip
+        elif decision == Decision.DECLINE:
+            intent |= {"status": "requires_payment_method", "error": DECLINE,
+                       "charge_status": "failed"}  # fmt: skip
+        elif decision == Decision.SETTLE:
+            intent |= {"status": "succeeded", "charge_status": "succeeded"}
+        else:
+            intent |= {"status": "requires_payment_method", "error": DELAYED_FAILURE,
+                       "charge_status": "failed"}  # fmt: skip
+        found.merchant_metadata = with_state(found.merchant_metadata, intent=intent)
+        return found, True
+
+
+def _applies(found: SandboxStripeSession, decision: Decision, real_now: datetime) -> bool:
+    if decision in (Decision.PAY, Decision.DECLINE):
+        return found.status == SandboxStripeSessionStatus.OPEN and found.expires_at > real_now
+    intent = intent_state(found)
+    return intent is not None and intent["status"] == "processing"
 
 
 # --- refunds --------------------------------------------------------------------------------
@@ -294,6 +338,12 @@ async def create_refund(
     )
     if paid is None:
         raise no_such(what, object_id[:64], what, status=400)
+    if not is_paid(paid):
+        raise invalid_request(
+            f"This PaymentIntent ({paid.payment_intent_id}) does not have a successful charge"
+            " to refund.",
+            code="charge_not_refundable" if what == "charge" else None,
+        )
     left = paid.amount_total - paid.amount_refunded
     if left == 0:
         raise invalid_request(f"Charge {paid.charge_id} has already been refunded.",
