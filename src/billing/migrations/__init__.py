@@ -7,9 +7,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.pool import NullPool
 
 from billing.db import CONNECT_TIMEOUT, sqlalchemy_url
@@ -48,7 +47,11 @@ def check_schema_current(connection: Connection) -> None:
     """
     script = ScriptDirectory(str(HERE))
     heads = set(script.get_heads())
-    current = set(MigrationContext.configure(connection).get_current_heads())
+    # Read directly rather than through Alembic's MigrationContext, which logs two INFO
+    # lines on every check.
+    migrated = connection.scalar(text("SELECT to_regclass('alembic_version')")) is not None
+    versions = text("SELECT version_num FROM alembic_version")
+    current = set(connection.scalars(versions)) if migrated else set()
     if current == heads:
         return
     known = {revision.revision for revision in script.walk_revisions()}
