@@ -344,3 +344,33 @@ def test_the_standalone_worker_rides_out_an_outage_and_stops_on_a_schema_behind(
     [line] = [line for line in output.splitlines() if line.startswith("worker stopped:")]
     assert "schema is behind" in line
     assert "billing migrate" in line
+
+
+def test_ready_says_when_the_in_process_worker_stopped_for_good(
+    private_postgres: PrivatePostgres,  # noqa: F811 - the fixture
+    serve: tuple[str, subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    base_url, process = serve
+    assert httpx.get(f"{base_url}/ready", timeout=10).status_code == 200
+    # The database comes back as an older backup: the API still reaches it, but the
+    # worker cannot run on that schema, and /ready must not hide it.
+    private_postgres.stop()
+    with server_directory(tmp_path / "older") as directory:
+        older = PrivatePostgres(directory, port=private_postgres.port)
+        older.start()
+        try:
+            upgrade(older.create_database("billing"), "0004")
+            deadline = time.monotonic() + 90
+            while (ready := httpx.get(f"{base_url}/ready", timeout=10)).status_code == 200 or (
+                ready.json()["code"] == "database_unavailable"
+            ):
+                assert process.poll() is None, "billing serve exited"
+                assert time.monotonic() < deadline, ready.text
+                time.sleep(0.5)
+            assert ready.status_code == 503
+            assert ready.json()["code"] == "worker_stopped"
+            assert "billing migrate" in ready.json()["detail"]
+            assert process.poll() is None  # the API keeps serving
+        finally:
+            older.stop()
