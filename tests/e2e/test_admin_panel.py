@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 from sqlalchemy import select
@@ -313,3 +314,38 @@ async def test_the_panel_works_under_its_policy_and_logout_ends_the_session(
     assert page.url == f"{server}/admin/login"
     await watched.assert_clean("after logout")
     await context.close()
+
+
+async def test_deactivating_an_account_from_the_command_line_ends_its_sessions(
+    server: str, sessions: Sessions, database_url: str, tmp_path: Path
+) -> None:
+    async with sessions() as session, session.begin():
+        await create_admin_user(session, "marta", PASSWORD, AdminRole.MARKETING)
+    async with httpx.AsyncClient(base_url=server) as browser:
+        response = await browser.post(
+            "/admin/login", data={"username": "marta", "password": PASSWORD}
+        )
+        assert response.status_code == 302
+        assert (await browser.get("/admin/")).status_code == 200
+
+        command = [BILLING, "admin", "deactivate", "--username", "Marta"]
+        env = environment(tmp_path / "cli", BILLING_DATABASE_URL=database_url)
+        done = await asyncio.to_thread(
+            subprocess.run, command, env=env, capture_output=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        assert "sessions ended" in done.stdout.decode()
+
+        out = await browser.get("/admin/")
+        assert (out.status_code, out.headers["location"]) == (302, f"{server}/admin/login")
+        again = await browser.post("/admin/login", data={"username": "marta", "password": PASSWORD})
+        assert again.status_code == 400
+    unknown = await asyncio.to_thread(
+        subprocess.run,
+        [BILLING, "admin", "deactivate", "--username", "nobody"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert unknown.returncode == 1
+    assert "no admin user 'nobody'" in unknown.stderr.decode()

@@ -182,6 +182,25 @@ async def test_odd_login_input_is_a_failure_not_an_error(app: FastAPI, sessions:
     assert await count(sessions, AdminLoginFailure) == 3
 
 
+async def test_the_panel_answers_503_at_once_while_the_database_is_unreachable(
+    settings: Settings, clock: FrozenClock
+) -> None:
+    unreachable = settings.model_copy(
+        update={"database_url": "postgresql://postgres@127.0.0.1:9/billing"}
+    )
+    application = create_app(unreachable, clock=clock)
+    async with LifespanManager(application), browser_at(application) as browser:
+        assert (await browser.get("/admin/login")).status_code == 200  # needs no database
+        tried = await login(browser, "marta")
+        browser.cookies.set("billing_admin", "a-token", domain="billing.test")
+        page = await browser.get("/admin/payment/list")
+    for answer in (tried, page):
+        assert answer.status_code == 503
+        assert "database is unreachable" in answer.text
+        assert answer.headers["retry-after"] == "5"
+        assert answer.headers["x-frame-options"] == "DENY"
+
+
 # --- sessions -----------------------------------------------------------------------------
 
 

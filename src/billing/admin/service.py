@@ -70,15 +70,20 @@ def login_name(username: str) -> str:
     return username.strip().lower().replace("\x00", "\ufffd")
 
 
-async def authenticate(session: AsyncSession, username: str, password: str) -> AdminUser | None:
-    user = await session.scalar(
-        select(AdminUser).where(
-            func.lower(AdminUser.username) == login_name(username), AdminUser.is_active
+async def authenticate(
+    sessions: async_sessionmaker[AsyncSession], username: str, password: str
+) -> AdminUser | None:
+    async with sessions() as session:
+        user = await session.scalar(
+            select(AdminUser).where(
+                func.lower(AdminUser.username) == login_name(username), AdminUser.is_active
+            )
         )
-    )
-    # An unknown username is checked against a stand-in hash, so the answer takes as long as
-    # for a wrong password and its timing does not tell which usernames exist. Argon2 is
-    # slow on purpose: it runs in a thread, not on the event loop serving the API.
+    # The connection went back to the pool: logins sprayed at full speed must not hold the
+    # API's connections while Argon2 works. An unknown username is checked against a
+    # stand-in hash, so the answer takes as long as for a wrong password and its timing does
+    # not tell which usernames exist. Argon2 is slow on purpose: it runs in a thread, not on
+    # the event loop serving the API.
     stored = _stand_in_hash() if user is None else user.password_hash
     try:
         await asyncio.to_thread(_hasher.verify, stored, password)
@@ -163,8 +168,7 @@ async def log_in(
     if any(until):
         await _forget_attempt(sessions, attempt.id)
         raise LoginThrottled(max(moment for moment in until if moment) - now)
-    async with sessions() as session:
-        user = await authenticate(session, username, password)
+    user = await authenticate(sessions, username, password)
     if user is None:
         return None  # the try stays a failure
     token = secrets.token_urlsafe(32)

@@ -5,6 +5,7 @@ spreadsheet opens safely; the security headers of every panel answer."""
 from __future__ import annotations
 
 import builtins
+import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -27,7 +28,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from wtforms import Field, Form, StringField
 
@@ -43,12 +44,13 @@ from billing.admin.service import LoginThrottled
 from billing.checkout.admin_endpoints import parse_moment
 from billing.clock import Clock
 from billing.config import Settings
-from billing.db import transaction
+from billing.db import describe_database_error, is_database_unavailable, transaction
 from billing.errors import Problem
 from billing.money import MAX_AMOUNT, format_amount, parse_amount
 
 Schema = TypeVar("Schema", bound=BaseModel)
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+log = logging.getLogger(__name__)
 
 # Everything the panel loads is its own (SQLAdmin's files are served by billing), and its
 # pages need no inline script or style; nobody may frame it (clickjacking). Icons of the
@@ -98,6 +100,43 @@ class PanelHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class DatabaseOutage:
+    """While the database is unreachable the panel says so at once (503, retry shortly),
+    from the session lookup as from any page, instead of a server error."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as error:
+            if scope["type"] != "http" or started or not is_database_unavailable(error):
+                raise
+            log.warning(
+                "database unavailable on %s %s: %s",
+                scope["method"],
+                scope["path"],
+                describe_database_error(error),
+            )
+            page = HTMLResponse(_OUTAGE_PAGE, status_code=503, headers={"Retry-After": "5"})
+            await page(scope, receive, send)
+
+
+_OUTAGE_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Unavailable</title></head>
+<body><h1>503 Service Unavailable</h1>
+<p>The database is unreachable; try again shortly.</p></body></html>
+"""
+
+
 class BillingAdmin(Admin):
     """SQLAdmin mounted at ``base_url`` with what the service functions need: the app's
     settings, clock and sessions. Lists read through a session factory of their own on the
@@ -126,6 +165,7 @@ class BillingAdmin(Admin):
             # Outermost first; the login's sessions come after these.
             middlewares=[
                 Middleware(PanelHeaders),
+                Middleware(DatabaseOutage),
                 Middleware(SameOriginChanges, public_url=settings.public_url),
             ],
             authentication_backend=AdminLogin(
