@@ -327,7 +327,13 @@ def _payment(session: dict[str, Any]) -> ProviderPayment:
     if not SESSION_ID.fullmatch(session_id):
         raise _Malformed("not a session id")
     status, paid = _string(session, "status"), _string(session, "payment_status")
-    if status == "open" or (status == "complete" and paid == "unpaid"):
+    intent = session.get("payment_intent")
+    if status == "complete" and paid == "unpaid" and _delayed_payment_failed(intent):
+        # A delayed payment method (a bank debit) that failed: the session is complete and
+        # cannot be paid again (async_payment_failed).
+        state = ProviderPaymentStatus.CANCELED
+    elif status == "open" or (status == "complete" and paid == "unpaid"):
+        # Open: the viewer is on the page (a declined card keeps it open for another one).
         # Complete but unpaid: a delayed payment method is still being processed.
         state = ProviderPaymentStatus.PENDING
     elif status == "complete" and paid in ("paid", "no_payment_required"):
@@ -336,7 +342,7 @@ def _payment(session: dict[str, Any]) -> ProviderPayment:
         state = ProviderPaymentStatus.CANCELED
     else:
         raise _Malformed(f"unknown session state {status!r}/{paid!r}")
-    intent_id, charge = _intent_and_charge(session.get("payment_intent"))
+    intent_id, charge = _intent_and_charge(intent)
     paid_at = None
     if state == ProviderPaymentStatus.SUCCEEDED and charge is not None:
         paid_at = datetime.fromtimestamp(_integer(charge, "created"), UTC)
@@ -350,6 +356,14 @@ def _payment(session: dict[str, Any]) -> ProviderPayment:
         paid_at=paid_at,
         refunded_amount=_integer(charge, "amount_refunded") if charge is not None else 0,
         data={"payment_intent": intent_id} if intent_id is not None else {},
+    )
+
+
+def _delayed_payment_failed(intent: Any) -> bool:
+    """The session's (expanded) payment intent says its payment failed for good."""
+    return isinstance(intent, dict) and intent.get("status") in (
+        "requires_payment_method",
+        "canceled",
     )
 
 
