@@ -253,10 +253,7 @@ class AmountField(StringField):
 
 def notify(request: Request, message: str, level: FlashLevel = FlashLevel.success) -> None:
     """A message on the next page (SQLAdmin's toast)."""
-    Flash.flash(request, message, level)
-    # SQLAdmin appends to a list already in the session, a change the session cannot see:
-    # storing the list again makes it one, so a second message is not lost.
-    request.session["_messages"] = request.session["_messages"]
+    Flash.flash(request, message, level)  # kept in the server-side session until shown
 
 
 def spreadsheet_cell(value: Any) -> str:
