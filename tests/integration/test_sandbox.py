@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -89,6 +90,33 @@ def webhooks() -> Webhooks:
 
 
 @pytest.fixture
+def receipts() -> bool:
+    """Whether the sandbox's shop sends 54-FZ receipts: on, as with ЮKassa by default. The
+    tests of billing's adapter on its own (no receipt given) parametrise it off."""
+    return True
+
+
+@pytest.fixture
+def settings(settings: Settings, receipts: bool) -> Settings:
+    return settings.model_copy(update={"receipts": receipts})
+
+
+def receipt_for(value: Any = "499.00", currency: str = "RUB", **changes: Any) -> dict[str, Any]:
+    """A valid 54-FZ ``receipt`` for a payment or a refund of ``value``: one item, as billing
+    sends it."""
+    item = {
+        "description": "Premium, 1 мес.",
+        "quantity": 1,
+        "amount": {"value": value, "currency": currency},
+        "vat_code": 1,
+        "payment_subject": "service",
+        "payment_mode": "full_payment",
+        "measure": "piece",
+    }
+    return {"customer": {"email": "viewer@example.com"}, "items": [item], **changes}
+
+
+@pytest.fixture
 async def app(settings: Settings, clock: FrozenClock, webhooks: Webhooks) -> AsyncIterator[FastAPI]:
     loopback = RecordingLoopback("billing.test", webhooks)
     application = create_app(settings, clock=clock, outbound_transport=loopback)
@@ -111,6 +139,7 @@ async def create_payment(
         "confirmation": {"type": "redirect", "return_url": RETURN_URL},
         "description": "Premium: 1 mo.",
         "metadata": {"billing_payment_id": "7b1d9c1e"},
+        "receipt": receipt_for(value),
         **changes,
     }
     return await client.post(
@@ -144,9 +173,10 @@ async def refund(
     client: httpx.AsyncClient, payment_id: str, value: str, *, key: str | None = None,
     currency: str = "RUB",
 ) -> httpx.Response:  # fmt: skip
+    amount = {"value": value, "currency": currency}
     return await client.post(
         "/sandbox/v3/refunds",
-        json={"payment_id": payment_id, "amount": {"value": value, "currency": currency}},
+        json={"payment_id": payment_id, "amount": amount, "receipt": receipt_for(value, currency)},
         headers={**AUTH, "Idempotence-Key": key or str(uuid.uuid4())},
     )
 
@@ -195,6 +225,7 @@ async def test_create_answers_yookassas_pending_payment(
         "test": True,
         "refundable": False,
         "metadata": {"billing_payment_id": "7b1d9c1e"},
+        "receipt_registration": "pending",  # its receipt is registered once it succeeds
     }
     assert await read_payment(client, payment_id) == payment
     assert await count(sessions, SandboxPayment) == 1
@@ -642,6 +673,7 @@ def adapter(app: FastAPI, settings: Settings, **changes: str) -> YooKassaProvide
     return YooKassaProvider(app.state.outbound, **options)
 
 
+@pytest.mark.parametrize("receipts", [False])  # the adapter alone: no receipt
 async def test_the_adapter_pays_and_refunds_through_the_sandbox(
     app: FastAPI,
     client: httpx.AsyncClient,
@@ -693,6 +725,7 @@ async def test_the_adapter_pays_and_refunds_through_the_sandbox(
     )
 
 
+@pytest.mark.parametrize("receipts", [False])  # the adapter alone: no receipt
 async def test_the_adapter_s_retry_with_the_same_key_finds_the_same_sandbox_payment(
     app: FastAPI, settings: Settings, clock: FrozenClock, sessions: Sessions
 ) -> None:
@@ -708,6 +741,7 @@ async def test_the_adapter_s_retry_with_the_same_key_finds_the_same_sandbox_paym
     assert await count(sessions, SandboxPayment) == 1
 
 
+@pytest.mark.parametrize("receipts", [False])  # the adapter alone: no receipt
 async def test_the_sandbox_refusals_reach_the_adapter_as_rejections(
     app: FastAPI, settings: Settings, clock: FrozenClock
 ) -> None:
@@ -735,17 +769,19 @@ async def test_the_sandbox_refusals_reach_the_adapter_as_rejections(
 # --- the official ЮKassa SDK against the sandbox on a real server --------------------------
 
 
-@pytest.fixture
-def served_sandbox(
-    database_url: str, tmp_path: Path, clock: FrozenClock, webhooks: Webhooks
+@contextmanager
+def serving(
+    database_url: str, data_dir: Path, clock: FrozenClock, webhooks: Webhooks, **changes: Any
 ) -> Iterator[str]:
-    """The app on a real uvicorn in a thread (the SDK is synchronous and speaks real HTTP)."""
+    """The app (``Settings`` with ``changes``) on a real uvicorn in a thread, at the address
+    this yields: the SDK is synchronous and speaks real HTTP."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     public_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     settings = Settings(
-        database_url=database_url, data_dir=tmp_path, jwt_secret="x" * 40, public_url=public_url
-    )
+        database_url=database_url, data_dir=data_dir, jwt_secret="x" * 40,
+        public_url=public_url, **changes,
+    )  # fmt: skip
     loopback = RecordingLoopback("127.0.0.1", webhooks)
     application = create_app(settings, clock=clock, outbound_transport=loopback)
     loopback.app = application
@@ -764,6 +800,14 @@ def served_sandbox(
         listener.close()
 
 
+@pytest.fixture
+def served_sandbox(
+    database_url: str, tmp_path: Path, clock: FrozenClock, webhooks: Webhooks
+) -> Iterator[str]:
+    with serving(database_url, tmp_path, clock, webhooks) as public_url:
+        yield public_url
+
+
 def test_the_official_yookassa_sdk_pays_and_refunds_in_the_sandbox(
     served_sandbox: str, webhooks: Webhooks
 ) -> None:
@@ -779,6 +823,7 @@ def test_the_official_yookassa_sdk_pays_and_refunds_in_the_sandbox(
             "capture": True,
             "confirmation": {"type": "redirect", "return_url": RETURN_URL},
             "description": "Premium: 1 mo.",
+            "receipt": receipt_for("499.00"),  # the shop sends 54-FZ receipts
         }
         created = yookassa.Payment.create(request, "sdk-payment-1")
         assert created.status == "pending"
@@ -802,17 +847,20 @@ def test_the_official_yookassa_sdk_pays_and_refunds_in_the_sandbox(
         )  # fmt: skip
 
         refund = yookassa.Refund.create(
-            {"payment_id": created.id, "amount": {"value": "499.00", "currency": "RUB"}},
+            {"payment_id": created.id, "amount": {"value": "499.00", "currency": "RUB"},
+             "receipt": receipt_for("499.00")},
             "sdk-refund-1",
-        )
+        )  # fmt: skip
         assert (refund.status, refund.payment_id) == ("succeeded", created.id)
         assert yookassa.Refund.find_one(refund.id).amount.value == Decimal("499.00")
         assert yookassa.Payment.find_one(created.id).refunded_amount.value == Decimal("499.00")
 
-        with pytest.raises(BadRequestError):  # nothing is left to refund
+        with pytest.raises(BadRequestError) as nothing_left:
             yookassa.Refund.create(
-                {"payment_id": created.id, "amount": {"value": "1.00", "currency": "RUB"}}
-            )
+                {"payment_id": created.id, "amount": {"value": "1.00", "currency": "RUB"},
+                 "receipt": receipt_for("1.00")}
+            )  # fmt: skip
+        assert nothing_left.value.args[0]["parameter"] == "amount.value"
         with pytest.raises(NotFoundError):
             yookassa.Payment.find_one(str(uuid.uuid4()))
         yookassa.Configuration.configure(SANDBOX_SHOP_ID, "wrong", api_url=api_url)

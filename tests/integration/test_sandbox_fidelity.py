@@ -32,6 +32,7 @@ from billing.sandbox.schemas import CONFIRMATION_LIFETIME
 from tests import stripe_openapi
 from tests.conftest import LoopbackTransport
 from tests.integration.test_sandbox import AUTH as YOOKASSA_AUTH
+from tests.integration.test_sandbox import receipt_for
 
 STRIPE = "/sandbox/stripe/v1"
 STRIPE_AUTH = {"Authorization": f"Bearer {SANDBOX_STRIPE_SECRET_KEY}",
@@ -247,7 +248,8 @@ async def test_a_delayed_payment_completes_unpaid_then_settles_or_fails(
 
 async def yk_create(client: httpx.AsyncClient, **changes: Any) -> dict[str, Any]:
     body = {"amount": {"value": "499.00", "currency": "RUB"},
-            "confirmation": {"type": "redirect", "return_url": RETURN_URL}, **changes}  # fmt: skip
+            "confirmation": {"type": "redirect", "return_url": RETURN_URL},
+            "receipt": receipt_for("499.00"), **changes}  # fmt: skip
     headers = {**YOOKASSA_AUTH, "Idempotence-Key": str(uuid.uuid4())}
     response = await client.post("/sandbox/v3/payments", json=body, headers=headers)
     assert response.status_code == 200, response.text
@@ -282,7 +284,8 @@ async def test_two_stage_payment_waits_for_capture_then_captures_part(
     assert model.expires_at is not None and model.captured_at is None
     assert "refunded_amount" not in held
 
-    part = {"amount": {"value": "300.00", "currency": "RUB"}}
+    # Taking part of a receipted payment sells part: the receipt says what.
+    part = {"amount": {"value": "300.00", "currency": "RUB"}, "receipt": receipt_for("300.00")}
     captured = await yk(client, "POST", f"/payments/{created['id']}/capture", part, key="cap-1")
     again = await yk(client, "POST", f"/payments/{created['id']}/capture", part, key="cap-1")
     assert captured.status_code == again.status_code == 200
@@ -293,7 +296,8 @@ async def test_two_stage_payment_waits_for_capture_then_captures_part(
     late = await yk(client, "POST", f"/payments/{created['id']}/cancel")
     assert (late.status_code, late.json()["code"]) == (400, "invalid_request")
 
-    asked = {"payment_id": created["id"], "amount": {"value": "100.00", "currency": "RUB"}}
+    asked = {"payment_id": created["id"], "amount": {"value": "100.00", "currency": "RUB"},
+             "receipt": receipt_for("100.00")}  # fmt: skip
     refund = await yk(client, "POST", "/refunds", asked)
     assert RefundResponse(refund.json()).status == "succeeded"
     assert parsed((await yk(client, "GET", f"/payments/{created['id']}")).json()

@@ -28,7 +28,7 @@ from fastapi.templating import Jinja2Templates
 from billing.config import Settings
 from billing.dependencies import ClockDep, SessionsDep, SettingsDep
 from billing.money import format_amount
-from billing.sandbox import service
+from billing.sandbox import receipts, service
 from billing.sandbox.models import SandboxPayment, SandboxPaymentStatus
 from billing.sandbox.notifications import Notifier
 from billing.sandbox.schemas import (
@@ -132,7 +132,10 @@ def _object_id(value: str) -> str | None:
 
 def _payment_json(payment: SandboxPayment, settings: Settings) -> dict[str, Any]:
     return payment_object(
-        payment, shop_id=settings.yookassa_shop_id, public_url=settings.public_url
+        payment,
+        shop_id=settings.yookassa_shop_id,
+        public_url=settings.public_url,
+        receipt_registration=receipts.receipt_registration(payment),
     )
 
 
@@ -162,10 +165,12 @@ _LIST_LIMIT = re.compile(r"[1-9][0-9]?|100")
 
 
 def _list_request(
-    request: Request, *, statuses: set[str], payment_filter: bool = False
-) -> service.Page:
+    request: Request, *, statuses: set[str], payment_filter: bool = False,
+    refund_filter: bool = False,
+) -> service.Page:  # fmt: skip
     """A list request's query: ``limit`` (1–100, default 10), ``cursor``, ``status``,
-    ``created_at.gte|gt|lte|lt`` (ISO 8601), and for refunds ``payment_id``."""
+    ``created_at.gte|gt|lte|lt`` (ISO 8601), for refunds and receipts ``payment_id``, for
+    receipts ``refund_id``."""
     query = request.query_params
     limit = query.get("limit", "10")
     if not _LIST_LIMIT.fullmatch(limit):
@@ -180,9 +185,12 @@ def _list_request(
     payment_id = query.get("payment_id") if payment_filter else None
     if payment_id is not None and _object_id(payment_id) is None:
         raise invalid_request("payment_id is not a payment's id", "payment_id")
+    refund_id = query.get("refund_id") if refund_filter else None
+    if refund_id is not None and _object_id(refund_id) is None:
+        raise invalid_request("refund_id is not a refund's id", "refund_id")
     return service.Page(
         limit=int(limit), status=status, after=_cursor(query.get("cursor")),
-        payment_id=payment_id, **bounds,
+        payment_id=payment_id, refund_id=refund_id, **bounds,
     )  # fmt: skip
 
 
@@ -214,7 +222,7 @@ def _cursor(value: str | None) -> tuple[datetime, str] | None:
 
 
 def _next_cursor(last: Any) -> str:
-    """For a payment or a refund."""
+    """For a payment, a refund or a receipt."""
     token = f"{last.created_at.isoformat()}|{last.id}".encode()
     return base64.urlsafe_b64encode(token).decode().rstrip("=")
 
@@ -235,6 +243,10 @@ async def create_payment(
     _authenticate(request, settings)
     key = _idempotence_key(request)
     body, digest = parse_body(PaymentIn, await request.body())
+    receipts.check_receipt(
+        body.receipt, amount=body.amount.value, currency=body.amount.currency,
+        required=settings.receipts_on, what="payment",
+    )  # fmt: skip
     payment = await service.create_payment(
         sessions, body, idempotence_key=key, digest=digest, now=clock.now()
     )
@@ -342,6 +354,10 @@ async def create_refund(
     _authenticate(request, settings)
     key = _idempotence_key(request)
     body, digest = parse_body(RefundIn, await request.body())
+    receipts.check_receipt(
+        body.receipt, amount=body.amount.value, currency=body.amount.currency,
+        required=settings.receipts_on, what="refund",
+    )  # fmt: skip
     refund, made_now = await service.create_refund(
         sessions, body, idempotence_key=key, digest=digest, now=clock.now()
     )
@@ -363,11 +379,38 @@ async def list_refunds(request: Request, settings: SettingsDep, sessions: Sessio
     return JSONResponse(list_object(items, _next_cursor(refunds[-1]) if more else None))
 
 
+@router.get("/v3/receipts")
+@_yookassa_errors
+async def list_receipts(request: Request, settings: SettingsDep, sessions: SessionsDep) -> Response:
+    """The 54-FZ receipts registered: a payment's once it succeeded, each refund's."""
+    _authenticate(request, settings)
+    page = _list_request(
+        request, statuses={"pending", "succeeded", "canceled"}, payment_filter=True,
+        refund_filter=True,
+    )  # fmt: skip
+    found, more = await service.list_receipts(sessions, page)
+    items = [receipt.body for receipt in found]
+    return JSONResponse(list_object(items, _next_cursor(found[-1]) if more else None))
+
+
+@router.get("/v3/receipts/{receipt_id}")
+@_yookassa_errors
+async def get_receipt(
+    receipt_id: str, request: Request, settings: SettingsDep, sessions: SessionsDep
+) -> Response:
+    _authenticate(request, settings)
+    found = _object_id(receipt_id)
+    receipt = await service.find_receipt(sessions, found) if found else None
+    if receipt is None:
+        raise not_found("Receipt", "receipt_id")
+    return JSONResponse(receipt.body)
+
+
 @router.get("/v3/me")
 @_yookassa_errors
 async def me(request: Request, settings: SettingsDep) -> Response:
     _authenticate(request, settings)
-    return JSONResponse(me_object(settings.yookassa_shop_id))
+    return JSONResponse(me_object(settings.yookassa_shop_id, receipts=settings.receipts_on))
 
 
 @router.get("/v3/refunds/{refund_id}")
@@ -390,6 +433,8 @@ _KNOWN_PATHS = [
     (re.compile(r"payments/[^/]+/(capture|cancel)"), {"POST"}),
     (re.compile(r"refunds"), {"GET", "POST"}),
     (re.compile(r"refunds/[^/]+"), {"GET"}),
+    (re.compile(r"receipts"), {"GET"}),
+    (re.compile(r"receipts/[^/]+"), {"GET"}),
     (re.compile(r"me"), {"GET"}),
 ]
 

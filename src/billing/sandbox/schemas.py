@@ -1,8 +1,9 @@
 """ЮKassa's shapes as the sandbox reads and writes them: requests, objects, error bodies.
 
 Requests are checked the way ЮKassa does it — an unusable field is a 400 ``invalid_request``
-naming the ``parameter`` — and fields the sandbox does not emulate (receipts, saved cards…)
-are ignored, as the real API ignores what a shop did not ask for.
+naming the ``parameter`` (``receipt.items[0].vat_code``) — and fields the sandbox does not
+emulate (saved cards…) are ignored, as the real API ignores what a shop did not ask for.
+A ``receipt`` is checked field by field here and against the amount in ``receipts``.
 
 Lifetimes, as ЮKassa documents them for bank cards: a payment the viewer has not confirmed
 within ``CONFIRMATION_LIFETIME`` is canceled (``expired_on_confirmation``); a two-stage payment
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -181,6 +183,99 @@ class ConfirmationIn(_Request):
         return self
 
 
+# 54-FZ receipts (ЮKassa's ``receipt`` object): its lists of values, for FFD 1.05 and 1.2.
+PAYMENT_SUBJECTS = frozenset({
+    "commodity", "excise", "job", "service", "gambling_bet", "gambling_prize", "lottery",
+    "lottery_prize", "intellectual_activity", "payment", "agent_commission", "property_right",
+    "non_operating_gain", "insurance_premium", "sales_tax", "resort_fee", "composite",
+    "another", "fine", "tax", "lien", "cost", "pension_insurance_without_payouts",
+    "pension_insurance_with_payouts", "health_insurance_without_payouts",
+    "health_insurance_with_payouts", "health_insurance", "casino", "agent_withdrawals",
+    "non_marked_excise", "marked_excise", "marked", "non_marked",
+})  # fmt: skip
+PAYMENT_MODES = frozenset({
+    "full_prepayment", "partial_prepayment", "advance", "full_payment", "partial_payment",
+    "credit", "credit_payment",
+})  # fmt: skip
+MEASURES = frozenset({
+    "piece", "gram", "kilogram", "ton", "centimeter", "decimeter", "meter",
+    "square_centimeter", "square_decimeter", "square_meter", "milliliter", "liter",
+    "cubic_meter", "kilowatt_hour", "gigacalorie", "day", "hour", "minute", "second",
+    "kilobyte", "megabyte", "gigabyte", "terabyte", "another",
+})  # fmt: skip
+_QUANTITY = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
+_MAX_QUANTITY = Decimal(10**9)
+
+
+def _one_of(values: frozenset[str]) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in values:
+            raise ValueError(f"must be one of ЮKassa's values ({', '.join(sorted(values))})")
+        return value
+
+    return AfterValidator(check)
+
+
+def _code(value: object) -> object:
+    """A code of ЮKassa's lists (``vat_code``, ``tax_system_code``): a number, or its digits
+    as a string (as ЮKassa's own examples send it); never a boolean."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("must be a whole number")
+    if isinstance(value, str) and not (len(value) <= 2 and value.isascii() and value.isdigit()):
+        raise ValueError("must be a whole number")
+    return int(value)
+
+
+def _quantity(value: object) -> Decimal:
+    """``quantity``: a positive number or numeric string ("1", "2.5"), kept exact; at most 6
+    decimals and below a billion, so that ``amount × quantity`` stays exact arithmetic."""
+    if isinstance(value, str) and _QUANTITY.fullmatch(value.strip()):
+        quantity = Decimal(value.strip())
+    elif isinstance(value, int) and not isinstance(value, bool):
+        quantity = Decimal(value)
+    elif isinstance(value, Decimal) and value.is_finite():
+        quantity = value
+    else:
+        raise ValueError("must be a number such as 1 or 2.5")
+    if not 0 < quantity < _MAX_QUANTITY:
+        raise ValueError("must be positive and below 10^9")
+    exponent = quantity.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -6:
+        raise ValueError("at most 6 decimals")
+    return quantity
+
+
+class ReceiptCustomerIn(_Request):
+    full_name: str | None = Field(default=None, min_length=1, max_length=256)
+    inn: str | None = Field(default=None, pattern=r"^([0-9]{10}|[0-9]{12})$")
+    email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    phone: str | None = Field(default=None, pattern=r"^\+?[0-9]{7,15}$")  # ITU-T E.164
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Self:
+        # Where the receipt is sent: ЮKassa needs one of the two.
+        if self.email is None and self.phone is None:
+            raise ValueError("the customer needs an email or a phone")
+        return self
+
+
+class ReceiptItemIn(_Request):
+    description: str = Field(min_length=1, max_length=128)
+    quantity: Annotated[Decimal, BeforeValidator(_quantity)]
+    amount: AmountIn  # the price of one unit
+    vat_code: Annotated[int, BeforeValidator(_code), Field(ge=1, le=12)]
+    payment_subject: Annotated[str, _one_of(PAYMENT_SUBJECTS)]
+    payment_mode: Annotated[str, _one_of(PAYMENT_MODES)]
+    measure: Annotated[str, _one_of(MEASURES)] | None = None
+
+
+class ReceiptIn(_Request):
+    customer: ReceiptCustomerIn
+    # ЮKassa: up to 100 items (80 with its own receipts service).
+    items: list[ReceiptItemIn] = Field(min_length=1, max_length=100)
+    tax_system_code: Annotated[int, BeforeValidator(_code), Field(ge=1, le=6)] | None = None
+
+
 class PaymentIn(_Request):
     amount: AmountIn
     # ЮKassa's default is two-stage: the paid payment waits for ``POST …/capture``.
@@ -188,16 +283,19 @@ class PaymentIn(_Request):
     confirmation: ConfirmationIn
     description: str | None = Field(default=None, max_length=128)
     metadata: Annotated[dict[str, str], AfterValidator(_metadata)] = Field(default_factory=dict)
+    receipt: ReceiptIn | None = None
 
 
 class CaptureIn(_Request):
     amount: AmountIn | None = None  # less than the payment's: a partial capture
+    receipt: ReceiptIn | None = None  # what a partial capture sells instead
 
 
 class RefundIn(_Request):
     payment_id: str = Field(pattern=OBJECT_ID)
     amount: AmountIn
     description: str | None = Field(default=None, max_length=250)
+    receipt: ReceiptIn | None = None
 
 
 _Model = TypeVar("_Model", bound=_Request)
@@ -219,14 +317,22 @@ def parse_body(model: type[_Model], body: bytes) -> tuple[_Model, str]:
         request = model.model_validate(document)
     except ValidationError as error:
         first = error.errors()[0]
-        location = [str(part) for part in first["loc"]]
+        location = list(first["loc"])
         message = str(first["msg"]).removeprefix("Value error, ")
         if message.startswith("Field required: "):  # a rule across fields names its field
             location.append(message.removeprefix("Field required: "))
             message = "Field required"
-        parameter = ".".join(location) or None
+        parameter = _parameter(location)
         raise invalid_request(f"Invalid parameter value: {message}", parameter) from None
     return request, digest
+
+
+def _parameter(location: list[int | str]) -> str | None:
+    """ЮKassa's way of naming a field: ``receipt.items[0].vat_code``."""
+    name = ""
+    for part in location:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
+    return name or None
 
 
 def _canonical(document: Any) -> tuple[str, str]:
@@ -266,8 +372,15 @@ def captures_at_once(payment: SandboxPayment) -> bool:
     return bool(state_of(payment.merchant_metadata).get("capture", True))
 
 
-def payment_object(payment: SandboxPayment, *, shop_id: str, public_url: str) -> dict[str, Any]:
-    """A payment as ``GET /v3/payments/{id}`` shows it."""
+def payment_object(
+    payment: SandboxPayment,
+    *,
+    shop_id: str,
+    public_url: str,
+    receipt_registration: str | None = None,
+) -> dict[str, Any]:
+    """A payment as ``GET /v3/payments/{id}`` shows it; ``receipt_registration`` where its
+    54-FZ receipt stands, if it has one (``receipts.receipt_registration``)."""
     status = api_status(payment)
     paid = status in (SandboxPaymentStatus.SUCCEEDED, WAITING_FOR_CAPTURE)
     authorized = authorized_at(payment)
@@ -308,6 +421,8 @@ def payment_object(payment: SandboxPayment, *, shop_id: str, public_url: str) ->
         status == SandboxPaymentStatus.SUCCEEDED and payment.refunded_amount < payment.amount
     )
     body["metadata"] = merchant_part(payment.merchant_metadata)
+    if receipt_registration is not None:
+        body["receipt_registration"] = receipt_registration
     if status == SandboxPaymentStatus.CANCELED:
         reason = payment.cancellation_reason or DECLINE_REASON
         body["cancellation_details"] = {
@@ -337,12 +452,17 @@ def list_object(items: list[dict[str, Any]], next_cursor: str | None) -> dict[st
     return body
 
 
-def me_object(shop_id: str) -> dict[str, Any]:
-    """``GET /v3/me``: the shop the credentials belong to."""
+def me_object(shop_id: str, *, receipts: bool) -> dict[str, Any]:
+    """``GET /v3/me``: the shop the credentials belong to, sending 54-FZ receipts through
+    ЮKassa's own receipts service (``avanpost``) when ``receipts``."""
+    fiscalization: dict[str, Any] = {"enabled": receipts}
+    if receipts:
+        fiscalization["provider"] = "avanpost"
     return {
         "account_id": shop_id,
         "test": True,
-        "fiscalization_enabled": False,
+        "fiscalization": fiscalization,
+        "fiscalization_enabled": receipts,  # ЮKassa's older name, still sent
         "payment_methods": ["bank_card"],
         "status": "enabled",
     }

@@ -12,11 +12,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import DateTime, Select, and_, cast, or_, select, update
+from sqlalchemy import ColumnElement, DateTime, Select, and_, cast, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.db import transaction
+from billing.sandbox import receipts
 from billing.sandbox.models import (
     STATE_KEY,
     SandboxPayment,
@@ -36,6 +37,7 @@ from billing.sandbox.schemas import (
     WAITING_FOR_CAPTURE,
     CaptureIn,
     PaymentIn,
+    ReceiptIn,
     RefundIn,
     api_status,
     captures_at_once,
@@ -79,6 +81,7 @@ async def create_payment(
                     request.metadata,
                     capture=request.capture,
                     confirmation=request.confirmation.type,
+                    **_kept(request.receipt),
                 ),
                 return_url=request.confirmation.return_url or "",
                 refunded_amount=0,
@@ -98,6 +101,11 @@ async def create_payment(
         if existing.request_digest != digest:
             raise _key_reused()
         return existing
+
+
+def _kept(receipt: ReceiptIn | None) -> dict[str, Any]:
+    """The state's ``receipt`` for a payment asked with one (checked by the endpoint)."""
+    return {} if receipt is None else {"receipt": receipts.new_receipt(receipt)}
 
 
 async def find_payment(sessions: Sessions, payment_id: str) -> SandboxPayment | None:
@@ -222,13 +230,30 @@ async def settle(
                                           "amount.currency")  # fmt: skip
                 if request.amount.value > payment.amount:
                     raise invalid_request("The amount exceeds the payment's", "amount.value")
+                _receipt_of_capture(payment, request, request.amount.value)
                 payment.amount = request.amount.value
+            elif request.receipt is not None:
+                _receipt_of_capture(payment, request, payment.amount)
             payment.status = SandboxPaymentStatus.SUCCEEDED
             payment.captured_at = now
         payment.merchant_metadata = with_state(
             payment.merchant_metadata, **{action.value: {"key": idempotence_key, "digest": digest}}
         )
         return payment, True
+
+
+def _receipt_of_capture(payment: SandboxPayment, request: CaptureIn, amount: int) -> None:
+    """A receipt sent with the capture replaces the payment's: what is sold is what is taken.
+    Taking less than a receipted payment's amount needs one (ЮKassa: "pass the receipt with
+    the new contents"), or the kept receipt would not add up to what was paid."""
+    partial = amount != payment.amount
+    required = partial and receipts.payment_receipt(payment) is not None
+    receipts.check_receipt(
+        request.receipt, amount=amount, currency=payment.currency, required=required,
+        what="capture",
+    )  # fmt: skip
+    if request.receipt is not None:
+        payment.merchant_metadata = with_state(payment.merchant_metadata, **_kept(request.receipt))
 
 
 def _settled_by(payment: SandboxPayment, action: Settle) -> dict[str, Any] | None:
@@ -251,7 +276,8 @@ class Page:
     created_lte: datetime | None = None
     created_lt: datetime | None = None
     after: tuple[datetime, str] | None = None  # the cursor: the last item's (created_at, id)
-    payment_id: str | None = None  # refunds only
+    payment_id: str | None = None  # refunds and receipts
+    refund_id: str | None = None  # receipts only
 
 
 def _paged(query: Select[Any], model: Any, page: Page) -> Select[Any]:
@@ -357,6 +383,12 @@ async def create_refund(
         if refund is None:  # the same key, concurrently, for another payment
             raise _key_reused()
         payment.refunded_amount += request.amount.value
+        if request.receipt is not None:  # checked by the endpoint; registered at once
+            kept = receipts.new_receipt(request.receipt, refund_id=refund.id, registered_at=now)
+            payment.merchant_metadata = with_state(
+                payment.merchant_metadata,
+                refund_receipts=[*receipts.refund_receipts(payment), kept],
+            )
         return refund, True
 
 
@@ -374,3 +406,67 @@ async def _refund_by_key(
 async def find_refund(sessions: Sessions, refund_id: str) -> SandboxRefund | None:
     async with sessions() as session:
         return await session.get(SandboxRefund, refund_id)
+
+
+# --- receipts -------------------------------------------------------------------------------
+
+
+def _has_receipts() -> ColumnElement[bool]:
+    state = SandboxPayment.merchant_metadata[STATE_KEY]
+    return or_(state.has_key("receipt"), state.has_key("refund_receipts"))
+
+
+async def list_receipts(
+    sessions: Sessions, page: Page
+) -> tuple[Sequence[receipts.Registered], bool]:
+    """Registered receipts, newest first, by ``payment_id`` or ``refund_id`` or all of them.
+
+    They live on their payments' records, so the page is cut here rather than in SQL: fine
+    for a sandbox's few thousand payments, and the filters by payment or refund read one."""
+    query = select(SandboxPayment).where(_has_receipts())
+    if page.payment_id is not None:
+        query = query.where(SandboxPayment.id == page.payment_id)
+    if page.refund_id is not None:
+        refunded = select(SandboxRefund.payment_id).where(SandboxRefund.id == page.refund_id)
+        query = query.where(SandboxPayment.id == refunded.scalar_subquery())
+    async with sessions() as session:
+        payments = list(await session.scalars(query))
+    found = [
+        receipt
+        for payment in payments
+        for receipt in receipts.registered_receipts(payment)
+        if _on_page(receipt, page)
+    ]
+    found.sort(key=lambda receipt: (receipt.created_at, receipt.id), reverse=True)
+    return found[: page.limit], len(found) > page.limit
+
+
+def _on_page(receipt: receipts.Registered, page: Page) -> bool:
+    moment = receipt.created_at
+    if page.refund_id is not None and receipt.body.get("refund_id") != page.refund_id:
+        return False
+    if page.status is not None and receipt.body["status"] != page.status:
+        return False
+    if page.after is not None and (moment, receipt.id) >= page.after:
+        return False
+    return not (
+        (page.created_gte is not None and moment < page.created_gte)
+        or (page.created_gt is not None and moment <= page.created_gt)
+        or (page.created_lte is not None and moment > page.created_lte)
+        or (page.created_lt is not None and moment >= page.created_lt)
+    )
+
+
+async def find_receipt(sessions: Sessions, receipt_id: str) -> receipts.Registered | None:
+    state = SandboxPayment.merchant_metadata[STATE_KEY]
+    query = select(SandboxPayment).where(
+        or_(
+            state["receipt"]["id"].astext == receipt_id,
+            state["refund_receipts"].contains([{"id": receipt_id}]),
+        )
+    )
+    async with sessions() as session:
+        payment = await session.scalar(query)
+    if payment is None:
+        return None
+    return next((r for r in receipts.registered_receipts(payment) if r.id == receipt_id), None)
