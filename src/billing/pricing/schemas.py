@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from billing.pricing.codes import is_valid_code, normalize_code
 from billing.pricing.rules import DiscountSource
@@ -18,6 +18,19 @@ MAX_REDEMPTIONS = 1_000_000_000
 StrictCount = Annotated[int, Field(strict=True, ge=1)]
 
 
+def _blank_is_absent(value: object) -> object:
+    # A front end's empty promo-code field means "no code", not "a code that is empty".
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+#: A promo code a viewer types in (quotes, invoices): blank or whitespace-only = no code.
+PromoCodeInput = Annotated[
+    Annotated[str, Field(max_length=64)] | None,
+    BeforeValidator(_blank_is_absent),
+    Field(description="A promo code; blank or whitespace-only means no code."),
+]
+
+
 # Quotes ----------------------------------------------------------------------------------
 
 
@@ -25,13 +38,7 @@ class QuoteRequest(ApiModel):
     tariff_id: UUID
     # The upper bound is BILLING_MAX_MONTHS, checked by the service.
     months: StrictCount
-    promo_code: Annotated[str | None, Field(max_length=64)] = None
-
-    @field_validator("promo_code")
-    @classmethod
-    def _blank_is_absent(cls, value: str | None) -> str | None:
-        # A front end's empty promo-code field means "no code", not "a code that is empty".
-        return value if value is None or value.strip() else None
+    promo_code: PromoCodeInput = None
 
 
 class DiscountOut(ResponseModel):
