@@ -25,7 +25,7 @@ from billing.clock import FrozenClock
 from billing.config import Settings
 from billing.db import transaction
 from billing.models import OutboxEvent
-from billing.outbox.relay import DeliveryReport, deliver_outbox
+from billing.outbox.relay import LEASE, DeliveryReport, deliver_outbox
 from billing.outbox.service import EventType, add_event
 from billing.outbox.sinks import (
     AuthHttpSink,
@@ -457,15 +457,26 @@ async def test_a_relay_killed_mid_batch_loses_nothing(
         await killed
     release.set()
 
+    # Still pending, the attempt counted, leased: no other relay takes them until the lease
+    # runs out.
     events = await rows(sessions)
     assert all(
-        (event.status, event.attempts, event.delivered_at) == ("pending", 0, None)
+        (event.status, event.attempts, event.delivered_at) == ("pending", 1, None)
         for event in events.values()
     )
+    assert all(event.next_attempt_at >= clock.now() + LEASE for event in events.values())
     notify.answer = lambda call: Reply()
-    report = await relay(sessions, clock, sinks)  # the claim was released: due at once
+    calls = len(notify.calls)
+    clock.advance(LEASE - timedelta(seconds=1))
+    assert (await relay(sessions, clock, sinks)).delivered == 0
+    assert len(notify.calls) == calls
+
+    clock.advance(timedelta(seconds=2))  # the lease ran out
+    report = await relay(sessions, clock, sinks)
     assert report.delivered == 3
     assert set(notify.accepted_keys()) == {str(event_id) for event_id in written}
+    events = await rows(sessions)
+    assert all((event.status, event.attempts) == ("delivered", 2) for event in events.values())
 
 
 async def test_a_sink_that_breaks_fails_only_its_event(

@@ -10,6 +10,7 @@ the receiver can drop the duplicates that at-least-once delivery may produce.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -195,7 +196,8 @@ class NotifyAmqpSink:
     """The event JSON published to the durable topic exchange ``billing.events`` (routing key
     = type, ``message_id`` = event id, persistent), confirmed by the broker.
 
-    One robust connection per relay run, opened on the first event and closed by ``close()``.
+    One robust connection per relay run, opened on the first event (once, however many
+    deliveries run at the same time) and closed by ``close()``.
     A message no queue is bound for comes back (mandatory publishing) and counts as a
     temporary failure: dropped silently it would be lost.
     """
@@ -214,14 +216,19 @@ class NotifyAmqpSink:
         self.publish_timeout = publish_timeout
         self._connection: AbstractRobustConnection | None = None
         self._exchange: AbstractExchange | None = None
+        self._opening = asyncio.Lock()
 
     async def _open(self) -> AbstractExchange:
-        if self._exchange is not None:
+        async with self._opening:
+            if self._exchange is None:
+                self._exchange = await self._connect()
             return self._exchange
+
+    async def _connect(self) -> AbstractExchange:
         try:
             self._connection = await aio_pika.connect_robust(self.url, timeout=self.connect_timeout)
             channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
-            self._exchange = await channel.declare_exchange(
+            return await channel.declare_exchange(
                 self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
             )
         except (TimeoutError, *CONNECTION_EXCEPTIONS) as error:
@@ -231,7 +238,6 @@ class NotifyAmqpSink:
                 permanent=False,
                 unreachable=True,
             ) from None
-        return self._exchange
 
     async def deliver(self, event: OutgoingEvent) -> None:
         exchange = await self._open()
