@@ -156,6 +156,8 @@ def auth_headers(settings: Settings) -> Callable[..., dict[str, str]]:
     """``auth_headers(user_id, "admin")`` → an Authorization header for that principal."""
 
     def make(subject: uuid.UUID | str, *roles: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {issue_token(settings, str(subject), roles)}"}
+        # The Auth service's tokens carry the viewer's e-mail (receipts go there).
+        token = issue_token(settings, str(subject), roles, email=f"{subject}@example.com")
+        return {"Authorization": f"Bearer {token}"}
 
     return make

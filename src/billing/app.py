@@ -15,12 +15,14 @@ from billing.admin.panel import mount_admin_panel
 from billing.catalog import endpoints as catalog_endpoints
 from billing.checkout import admin_endpoints as checkout_admin_endpoints
 from billing.checkout import endpoints as checkout_endpoints
-from billing.checkout.providers.registry import provider_from_settings
+from billing.checkout.providers.registry import providers_from_settings
 from billing.clock import Clock, SystemClock
 from billing.config import Settings
 from billing.db import create_engine, session_factory
 from billing.errors import install_error_handlers
+from billing.http_limits import BodySizeLimit
 from billing.metrics import MetricsMiddleware, metrics_endpoint
+from billing.openapi import install_openapi
 from billing.outbox import endpoints as outbox_endpoints
 from billing.pricing import endpoints as pricing_endpoints
 from billing.sandbox import endpoints as sandbox_endpoints
@@ -59,6 +61,7 @@ def create_app(
             transport=outbound_transport, timeout=OUTBOUND_TIMEOUT
         ) as outbound:
             app.state.outbound = outbound
+            app.state.providers = providers_from_settings(settings, outbound)
             worker = _start_worker(app) if with_worker else None
             try:
                 yield
@@ -80,6 +83,8 @@ def create_app(
     app.state.engine = engine
     app.state.sessions = sessions
     install_error_handlers(app)
+    install_openapi(app)  # every error each operation answers, as problem+json
+    app.add_middleware(BodySizeLimit)  # inside the metrics, so refusals are counted
     app.add_middleware(MetricsMiddleware)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.include_router(health.router)
@@ -93,22 +98,28 @@ def create_app(
     app.include_router(outbox_endpoints.admin_router, prefix=ADMIN_PREFIX)
     app.include_router(checkout_admin_endpoints.admin_router, prefix=ADMIN_PREFIX)
     app.include_router(subscription_admin_endpoints.admin_router, prefix=ADMIN_PREFIX)
-    app.include_router(sandbox_endpoints.router, prefix="/sandbox")
-    app.include_router(sandbox_stripe_endpoints.router, prefix="/sandbox/stripe")
+    # The sandbox exists only while a provider's address points at it: with both on their
+    # real APIs, /sandbox is a 404 and its well-known keys open nothing.
+    if settings.sandbox_serves_yookassa:
+        app.include_router(sandbox_endpoints.router, prefix="/sandbox")
+    if settings.sandbox_serves_stripe:
+        app.include_router(sandbox_stripe_endpoints.router, prefix="/sandbox/stripe")
     mount_admin_panel(
         app, engine=engine, sessions=sessions, settings=settings, clock=app.state.clock
     )
     return app
 
 
-def _start_worker(app: FastAPI) -> asyncio.Task[None]:
-    from billing.worker import Runtime, run_worker
+def _start_worker(app: FastAPI) -> asyncio.Task[str]:
+    from billing.worker import Runtime, run_in_process_worker
 
     runtime = Runtime(
         settings=app.state.settings,
         sessions=app.state.sessions,
         clock=app.state.clock,
         outbound=app.state.outbound,
-        provider=provider_from_settings(app.state.settings, app.state.outbound),
+        providers=app.state.providers,
     )
-    return asyncio.create_task(run_worker(runtime, install_signal_handlers=False))
+    worker = asyncio.create_task(run_in_process_worker(runtime), name="billing-worker")
+    app.state.worker = worker  # /ready tells when it has stopped for good
+    return worker

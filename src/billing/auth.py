@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from billing.config import Settings
-from billing.errors import Problem
+from billing.errors import FORBIDDEN, UNAUTHORIZED
+from billing.schemas import EMAIL_PATTERN
 
 ADMIN_ROLES = frozenset({"admin", "marketing"})
 SERVICE_ROLE = "service"
@@ -20,10 +22,14 @@ SERVICE_ROLE = "service"
 _bearer = HTTPBearer(auto_error=False, description="JWT issued by the Auth service")
 
 
+EMAIL = re.compile(EMAIL_PATTERN)
+
+
 @dataclass(frozen=True)
 class Principal:
     subject: str
     roles: frozenset[str]
+    email: str | None = None  # the Auth service's ``email`` claim, for fiscal receipts
 
     @property
     def user_id(self) -> uuid.UUID:
@@ -31,7 +37,7 @@ class Principal:
         try:
             return uuid.UUID(self.subject)
         except ValueError:
-            raise Problem(401, "unauthorized", "token subject is not a user id") from None
+            raise UNAUTHORIZED("token subject is not a user id") from None
 
 
 def issue_token(
@@ -40,6 +46,7 @@ def issue_token(
     roles: list[str] | tuple[str, ...] = (),
     ttl: timedelta = timedelta(hours=12),
     now: datetime | None = None,
+    email: str | None = None,
 ) -> str:
     """A token signed with the configured HS256 secret (``billing token``, tests); it carries
     the configured audience and issuer, so the server it was made for accepts it."""
@@ -50,6 +57,8 @@ def issue_token(
         "iat": issued,
         "exp": issued + ttl,
     }
+    if email:
+        claims["email"] = email
     if settings.jwt_audience:
         claims["aud"] = settings.jwt_audience
     if settings.jwt_issuer:
@@ -75,16 +84,19 @@ def decode_token(settings: Settings, token: str) -> Principal:
             options={"require": required, "verify_aud": audience is not None},
         )
     except jwt.ExpiredSignatureError:
-        raise Problem(401, "unauthorized", "token expired") from None
+        raise UNAUTHORIZED("token expired") from None
     except jwt.InvalidTokenError as error:
-        raise Problem(401, "unauthorized", f"invalid token: {error}") from None
+        raise UNAUTHORIZED(f"invalid token: {error}") from None
     roles = claims.get("roles", [])
     if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
-        raise Problem(401, "unauthorized", "invalid token: roles must be a list of names")
+        raise UNAUTHORIZED("invalid token: roles must be a list of names")
     subject = claims["sub"]
     if not isinstance(subject, str) or not subject:
-        raise Problem(401, "unauthorized", "invalid token: sub must be a string")
-    return Principal(subject=subject, roles=frozenset(roles))
+        raise UNAUTHORIZED("invalid token: sub must be a string")
+    email = claims.get("email")
+    if not (isinstance(email, str) and len(email) <= 254 and EMAIL.match(email)):
+        email = None  # no usable address: receipts then need one in the request
+    return Principal(subject=subject, roles=frozenset(roles), email=email)
 
 
 async def current_principal(
@@ -92,7 +104,7 @@ async def current_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Problem(401, "unauthorized", "a Bearer token is required")
+        raise UNAUTHORIZED("a Bearer token is required")
     settings: Settings = request.app.state.settings
     return decode_token(settings, credentials.credentials)
 
@@ -113,7 +125,7 @@ def require_roles(*allowed: str) -> Any:
 
     async def check(principal: CurrentPrincipal) -> Principal:
         if not principal.roles & wanted:
-            raise Problem(403, "forbidden", f"needs one of the roles: {', '.join(sorted(wanted))}")
+            raise FORBIDDEN(f"needs one of the roles: {', '.join(sorted(wanted))}")
         return principal
 
     return Depends(check)

@@ -4,23 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
 from pydantic import ValidationError
 
 from billing.config import Settings, describe_error
-from billing.db import EmbeddedPostgres, create_engine, session_factory, transaction
+from billing.db import (
+    EmbeddedPostgres,
+    create_engine,
+    describe_database_error,
+    is_database_unavailable,
+    session_factory,
+    transaction,
+)
 from billing.models import AdminRole
 from billing.verify import Finding
 from billing.worker import JOB_NAMES, Runtime
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 app = typer.Typer(help="Subscription billing of the online cinema.", no_args_is_help=True)
 admin_app = typer.Typer(help="Admin-panel accounts.", no_args_is_help=True)
@@ -67,6 +78,33 @@ def _setup_logging() -> None:
     logging.getLogger("procrastinate").setLevel(logging.WARNING)
 
 
+def refuse_unless_schema_current(database_url: str) -> None:
+    """A server database is migrated by ``billing migrate``, not by starting a process: a
+    schema that is behind stops start-up with one line (exit 2, as a configuration error);
+    a database that cannot be reached, with exit 1."""
+    from billing.migrations import SchemaBehind, ensure_schema_current
+
+    try:
+        ensure_schema_current(database_url)
+    except SchemaBehind as behind:
+        typer.echo(str(behind), err=True)
+        raise typer.Exit(2) from None
+    except Exception as error:
+        if not is_database_unavailable(error):
+            raise
+        typer.echo(f"cannot reach the database: {describe_database_error(error)}", err=True)
+        raise typer.Exit(1) from None
+
+
+def api_from_environment() -> FastAPI:
+    """The API of one of ``billing serve --workers N``'s processes (uvicorn's app factory):
+    its settings come from the environment the parent prepared (database URL and public
+    URL resolved there); never the scheduler, which runs in ``billing worker``."""
+    from billing.app import create_app
+
+    return create_app(load_settings(), with_worker=False)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -74,15 +112,32 @@ def serve(
     no_worker: Annotated[
         bool, typer.Option("--no-worker", help="Don't run the scheduler in this process.")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="API processes sharing the port; more than 1 needs --no-worker "
+            "(run the scheduler with `billing worker`).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the API, the admin panel and the sandbox (migrating an embedded database first);
     the scheduler runs in the same process unless --no-worker."""
     import uvicorn
 
     from billing.app import create_app
+    from billing.http_limits import MAX_HEADER_BYTES
     from billing.migrations import upgrade
 
     _setup_logging()
+    if workers > 1 and not no_worker:
+        # One scheduler per API process would be N schedulers racing for the same periodic
+        # runs; the scheduler is its own process (as many as needed) beside N API processes.
+        typer.echo(
+            "--workers above 1 needs --no-worker; run the scheduler with `billing worker`",
+            err=True,
+        )
+        raise typer.Exit(2)
     settings = load_settings()
     if "public_url" not in settings.model_fields_set:
         # Nothing configured: the sandbox's pages and webhooks are wherever we listen.
@@ -91,18 +146,40 @@ def serve(
         assert ready.database_url is not None
         if settings.uses_embedded_database:
             upgrade(ready.database_url)
+        else:
+            refuse_unless_schema_current(ready.database_url)
         # uvicorn drains requests on SIGINT/SIGTERM and then raises the signal again; turning
         # SIGTERM into SystemExit lets the embedded database be stopped on the way out.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        application = create_app(ready, with_worker=not no_worker)
-        uvicorn.run(application, host=host, port=port, log_level="info")
+        if workers == 1:
+            application: FastAPI | str = create_app(ready, with_worker=not no_worker)
+        else:
+            # uvicorn starts each process afresh from an import string; they read their
+            # settings from the environment, with the database (embedded one included) and
+            # public URL resolved here.
+            assert ready.database_url is not None
+            os.environ["BILLING_DATABASE_URL"] = ready.database_url
+            os.environ["BILLING_PUBLIC_URL"] = ready.public_url
+            application = "billing.cli:api_from_environment"
+        uvicorn.run(
+            application,
+            factory=workers > 1,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="info",
+            # httptools (uvicorn's default) takes request headers of any size: a 4 MB header
+            # reached the app. h11 refuses a head that grows past this bound.
+            http="h11",
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        )
 
 
 @asynccontextmanager
 async def job_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """What the scheduler's jobs need, outside the API process."""
     from billing.app import OUTBOUND_TIMEOUT
-    from billing.checkout.providers.registry import provider_from_settings
+    from billing.checkout.providers.registry import providers_from_settings
     from billing.clock import SystemClock
 
     assert settings.database_url is not None
@@ -114,7 +191,7 @@ async def job_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 sessions=session_factory(engine),
                 clock=SystemClock(),
                 outbound=outbound,
-                provider=provider_from_settings(settings, outbound),
+                providers=providers_from_settings(settings, outbound),
             )
     finally:
         await engine.dispose()
@@ -123,7 +200,7 @@ async def job_runtime(settings: Settings) -> AsyncIterator[Runtime]:
 @app.command()
 def worker() -> None:
     """Run the scheduler and job worker alone (run as many as needed, on any machines)."""
-    from billing.worker import run_worker
+    from billing.worker import WorkerStopped, run_worker
 
     _setup_logging()
     settings = load_settings()
@@ -133,7 +210,12 @@ def worker() -> None:
             await run_worker(runtime, install_signal_handlers=True)
 
     with database(settings) as ready:
-        asyncio.run(work(ready))
+        try:
+            asyncio.run(work(ready))
+        except WorkerStopped as stopped:
+            # Outages are ridden out; this is what a restart cannot cure (a schema behind).
+            typer.echo(f"worker stopped: {stopped}", err=True)
+            raise typer.Exit(2) from None
 
 
 @jobs_app.command("run")
@@ -206,8 +288,12 @@ def token(
     user: Annotated[str, typer.Option(help="The token's subject: a user UUID.")],
     role: Annotated[list[str] | None, typer.Option(help="A role to include (repeatable).")] = None,
     hours: Annotated[int, typer.Option(min=1, help="Lifetime in hours.")] = 12,
+    email: Annotated[
+        str | None, typer.Option(help="The email claim (receipts); default: made from --user.")
+    ] = None,
 ) -> None:
-    """Print a development JWT signed with the configured secret."""
+    """Print a development JWT signed with the configured secret; it carries an ``email``
+    claim, so fiscal receipts work against the sandbox."""
     from billing.auth import issue_token
 
     settings = load_settings()
@@ -221,7 +307,8 @@ def token(
             "billing token signs with the HS256 secret; RS256 tokens come from Auth", err=True
         )
         raise typer.Exit(2)
-    typer.echo(issue_token(settings, user, role or [], ttl=timedelta(hours=hours)))
+    address = email or f"{user}@example.com"
+    typer.echo(issue_token(settings, user, role or [], ttl=timedelta(hours=hours), email=address))
 
 
 @admin_app.command("create")
@@ -255,6 +342,32 @@ def admin_create(
             typer.echo(f"{problem.code}: {problem.detail}", err=True)
             raise typer.Exit(1) from None
     typer.echo(f"admin user {username!r} ({role.value}) created")
+
+
+@admin_app.command("deactivate")
+def admin_deactivate(username: Annotated[str, typer.Option(help="Login name.")]) -> None:
+    """Deactivate an admin-panel account: it can no longer log in, and its sessions end now."""
+    from billing.admin.service import deactivate_admin_user
+    from billing.errors import Problem
+
+    settings = load_settings()
+
+    async def deactivate(url: str) -> None:
+        engine = create_engine(url)
+        try:
+            async with transaction(session_factory(engine)) as session:
+                await deactivate_admin_user(session, username, actor="cli")
+        finally:
+            await engine.dispose()
+
+    with database(settings) as ready:
+        assert ready.database_url is not None
+        try:
+            asyncio.run(deactivate(ready.database_url))
+        except Problem as problem:
+            typer.echo(f"{problem.code}: {problem.detail}", err=True)
+            raise typer.Exit(1) from None
+    typer.echo(f"admin user {username!r} deactivated; its sessions ended")
 
 
 @app.command("demo-data")

@@ -6,12 +6,13 @@ import re
 import secrets
 from datetime import timedelta
 from functools import cached_property
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _SECONDS = re.compile(r"^\s*\d+(\.\d+)?\s*$")
 
@@ -62,6 +63,30 @@ def _postgres_url(value: str | None) -> str | None:
 
 PostgresUrl = Annotated[str | None, AfterValidator(_postgres_url)]
 
+IpNetwork = IPv4Network | IPv6Network
+
+
+def parse_networks(value: str) -> tuple[IpNetwork, ...]:
+    """Comma-separated CIDRs (``185.71.76.0/27, 2a02:5180::/32``; a bare address is one
+    host); a network with host bits set is refused as the typo it usually is."""
+    networks = []
+    for item in (part.strip() for part in value.split(",")):
+        try:
+            networks.append(ip_network(item))
+        except ValueError:
+            raise ValueError(f"{item!r} is not a CIDR network") from None
+    return tuple(networks)
+
+
+def _networks(value: object) -> object:
+    if value is None or value == "":
+        return None
+    return parse_networks(value) if isinstance(value, str) else value
+
+
+# Read as written (not as JSON, pydantic-settings' way with lists): "a/27, b/27".
+Networks = Annotated[tuple[IpNetwork, ...] | None, NoDecode, BeforeValidator(_networks)]
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BILLING_", extra="ignore", frozen=True)
@@ -74,12 +99,20 @@ class Settings(BaseSettings):
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    # When set, a token must carry this `aud` / `iss`; unset (or empty), they are not checked.
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
 
     # Payment provider; the API addresses default to the built-in sandbox.
     provider: Literal["yookassa", "stripe"] = "yookassa"
     yookassa_shop_id: str = SANDBOX_SHOP_ID
     yookassa_secret_key: str = SANDBOX_SECRET_KEY
     yookassa_api_url: HttpUrl = None
+    # Where ЮKassa's notifications may come from; unset: its published networks while the
+    # API address is ЮKassa's, anywhere otherwise (the sandbox). See checkout/trusted_networks.
+    yookassa_trusted_networks: Networks = None
+    # Reverse proxies whose X-Forwarded-For is believed; none by default.
+    trusted_proxies: Networks = None
     stripe_secret_key: str = SANDBOX_STRIPE_SECRET_KEY
     stripe_webhook_secret: str = SANDBOX_STRIPE_WEBHOOK_SECRET
     stripe_api_base: HttpUrl = None
@@ -92,6 +125,12 @@ class Settings(BaseSettings):
     notify_amqp_url: str | None = None
 
     # Business rules.
+    # 54-FZ fiscal receipts: on by default with ЮKassa (a shop with receipts enabled refuses
+    # payments without one); the VAT code and tax system are the shop accountant's values.
+    receipts: bool | None = None
+    receipt_vat_code: int = Field(default=1, ge=1, le=12)  # ЮKassa's vat_code, 1–12
+    receipt_tax_system: int | None = Field(default=None, ge=1, le=6)  # tax_system_code
+
     max_months: int = Field(default=12, ge=1, le=120)
     currency: str = Field(default="RUB", pattern=r"^[A-Z]{3}$")
     refund_window: Duration = timedelta(hours=1)
@@ -110,6 +149,12 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def receipts_on(self) -> bool:
+        """Whether every payment and refund carries a fiscal receipt (and so needs the
+        viewer's e-mail): ``BILLING_RECEIPTS``, by default on with ЮKassa."""
+        return self.receipts if self.receipts is not None else self.provider == "yookassa"
+
+    @property
     def uses_embedded_database(self) -> bool:
         return self.database_url is None
 
@@ -120,6 +165,15 @@ class Settings(BaseSettings):
     @property
     def stripe_base_url(self) -> str:
         return self.stripe_api_base or f"{self.public_url}/sandbox/stripe"
+
+    @property
+    def sandbox_serves_yookassa(self) -> bool:
+        """The ЮKassa address points at the built-in sandbox (the default)."""
+        return self.yookassa_base_url.startswith(f"{self.public_url}/sandbox/")
+
+    @property
+    def sandbox_serves_stripe(self) -> bool:
+        return self.stripe_base_url.startswith(f"{self.public_url}/sandbox/")
 
     @cached_property
     def jwt_signing_secret(self) -> str:

@@ -74,3 +74,9 @@ class Page:
     ) -> None:
         self.limit = limit
         self.offset = offset
+
+
+# An e-mail address, as far as billing needs to tell one (receipts go there); the provider
+# checks deliverability.
+EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s.]+(\.[^@\s.]+)+$"
+Email = Annotated[str, Field(max_length=254, pattern=EMAIL_PATTERN)]

@@ -204,7 +204,8 @@ def test_serve_answers_503_during_an_outage_and_recovers_by_itself(
     )
     assert demo.returncode == 0, demo.stderr.decode()
     settings = Settings(database_url=billing_database, jwt_secret=JWT_SECRET, data_dir=tmp_path)
-    viewer = issue_token(settings, str(uuid.uuid4()))
+    subject = str(uuid.uuid4())
+    viewer = issue_token(settings, subject, email=f"{subject}@example.com")  # receipts need it
     payment_id = paid_without_notification(base_url, viewer)
 
     def alive() -> None:

@@ -90,7 +90,8 @@ def running(database_url: str, data_dir: Path, **settings: str) -> Iterator[Bill
 
 
 def viewer_headers(user_id: uuid.UUID | None = None) -> dict[str, str]:
-    token = issue_token(TOKENS, str(user_id or uuid.uuid4()), [])
+    subject = str(user_id or uuid.uuid4())
+    token = issue_token(TOKENS, subject, [], email=f"{subject}@example.com")
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -17,7 +17,7 @@ PRODUCT_TABLES = {
     "tariffs", "tariff_prices", "duration_discounts", "user_discounts", "promo_codes",
     "promo_code_tariffs", "promo_redemptions", "invoices", "payments", "refunds",
     "subscriptions", "outbox_events", "idempotency_keys", "admin_users", "audit_log",
-    "processed_webhook_events",
+    "processed_webhook_events", "admin_sessions", "admin_login_failures",
 }  # fmt: skip
 # The built-in sandbox's own records (billing.sandbox.models, on the same Base).
 SANDBOX_TABLES = {

@@ -86,6 +86,11 @@ def test_provider_addresses_follow_the_public_url(monkeypatch: pytest.MonkeyPatc
             "RS256",
             "BILLING_JWT_PUBLIC_KEY: RS256 needs BILLING_JWT_PUBLIC_KEY",
         ),
+        # ЮKassa's lists: vat_code 1–12, tax_system_code 1–6.
+        ("BILLING_RECEIPT_VAT_CODE", "13", "BILLING_RECEIPT_VAT_CODE: Input should be less"),
+        ("BILLING_RECEIPT_VAT_CODE", "0", "BILLING_RECEIPT_VAT_CODE: Input should be greater"),
+        ("BILLING_RECEIPT_TAX_SYSTEM", "7", "BILLING_RECEIPT_TAX_SYSTEM: Input should be less"),
+        ("BILLING_RECEIPTS", "maybe", "BILLING_RECEIPTS: Input should be a valid boolean"),
     ],
 )
 def test_a_bad_setting_is_named_in_one_line(
@@ -116,3 +121,17 @@ def test_jwt_audience_and_issuer_are_unset_by_default_and_read_from_the_environm
     monkeypatch.setenv("BILLING_JWT_ISSUER", "https://auth.cinema")
     settings = Settings()
     assert (settings.jwt_audience, settings.jwt_issuer) == ("billing", "https://auth.cinema")
+
+
+def test_receipts_are_on_with_yookassa_unless_said_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().receipts_on is True
+    assert (Settings().receipt_vat_code, Settings().receipt_tax_system) == (1, None)
+    monkeypatch.setenv("BILLING_PROVIDER", "stripe")
+    assert Settings().receipts_on is False
+    monkeypatch.setenv("BILLING_RECEIPTS", "on")
+    assert Settings().receipts_on is True
+    monkeypatch.setenv("BILLING_PROVIDER", "yookassa")
+    monkeypatch.setenv("BILLING_RECEIPTS", "off")
+    assert Settings().receipts_on is False

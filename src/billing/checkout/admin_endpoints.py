@@ -15,7 +15,7 @@ from billing.auth import AdminPrincipal
 from billing.checkout.endpoints import payment_out
 from billing.checkout.schemas import PaymentOut
 from billing.dependencies import SessionDep, SettingsDep
-from billing.errors import Problem
+from billing.errors import VALIDATION_ERROR
 from billing.models import Payment, PaymentStatus
 from billing.schemas import MOMENT_RANGE, Page, within_moment_range
 
@@ -46,13 +46,13 @@ def parse_moment(name: str, value: str | None) -> datetime | None:
         else:
             moment = datetime.fromisoformat(value)
     except ValueError:
-        raise Problem(422, "validation_error", f"{name}: must be {MOMENT_HELP}") from None
+        raise VALIDATION_ERROR(f"{name}: must be {MOMENT_HELP}") from None
     if moment.tzinfo is None:
-        raise Problem(422, "validation_error", f"{name}: a date-time needs an offset, e.g. Z")
+        raise VALIDATION_ERROR(f"{name}: a date-time needs an offset, e.g. Z")
     try:
         return within_moment_range(moment)
     except ValueError as error:
-        raise Problem(422, "validation_error", f"{name}: {error}") from None
+        raise VALIDATION_ERROR(f"{name}: {error}") from None
 
 
 async def find_payments(
@@ -103,7 +103,7 @@ async def list_payments(
     lower = parse_moment("from", created_from)
     upper = parse_moment("to", created_before)
     if lower is not None and upper is not None and lower >= upper:
-        raise Problem(422, "validation_error", "from: must be before to")
+        raise VALIDATION_ERROR("from: must be before to")
     payments = await find_payments(
         session, page, user_id=user_id, status=status, created_from=lower, created_before=upper
     )

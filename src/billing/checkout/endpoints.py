@@ -8,8 +8,18 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from billing.auth import ViewerId
+from billing.auth import CurrentPrincipal, ViewerId
 from billing.checkout import service
+from billing.checkout.errors import (
+    INVALID_NOTIFICATION,
+    INVOICE_NOT_FOUND,
+    PAYMENT_NOT_FOUND,
+    PAYMENT_NOT_REFUNDABLE,
+    PAYMENT_START_ERRORS,
+    PROVIDER_NOT_FOUND,
+    PROVIDER_UNAVAILABLE,
+    REFUND_WINDOW_EXPIRED,
+)
 from billing.checkout.providers.base import InvalidNotification
 from billing.checkout.providers.registry import Providers
 from billing.checkout.refund_window import refund_deadline
@@ -20,11 +30,16 @@ from billing.checkout.schemas import (
     PaymentCreate,
     PaymentOut,
 )
+from billing.checkout.trusted_networks import (
+    UNTRUSTED_NOTIFICATION_SOURCE,
+    TrustedNotificationSource,
+)
 from billing.config import Settings
 from billing.dependencies import ClockDep, SessionDep, SessionsDep, SettingsDep
-from billing.errors import Problem, not_found
+from billing.errors import PAYLOAD_TOO_LARGE, problems
 from billing.idempotency import IdempotencyKeyHeader, respond_once
 from billing.models import Invoice, Payment, PaymentStatus
+from billing.pricing.errors import QUOTE_ERRORS
 from billing.schemas import Page
 
 router = APIRouter(tags=["checkout"])
@@ -86,7 +101,9 @@ def _json(status: int, model: InvoiceOut | PaymentOut) -> JSONResponse:
     return JSONResponse(model.model_dump(mode="json"), status_code=status)
 
 
-@router.post("/invoices", status_code=201, response_model=InvoiceOut)
+@router.post(
+    "/invoices", status_code=201, response_model=InvoiceOut, responses=problems(*QUOTE_ERRORS)
+)
 async def create_invoice(
     body: InvoiceCreate,
     request: Request,
@@ -116,16 +133,22 @@ async def create_invoice(
     )
 
 
-@router.get("/invoices/{invoice_id}")
+@router.get("/invoices/{invoice_id}", responses=problems(INVOICE_NOT_FOUND))
 async def get_invoice(invoice_id: uuid.UUID, user_id: ViewerId, session: SessionDep) -> InvoiceOut:
     return invoice_out(await service.get_own_invoice(session, invoice_id, user_id))
 
 
-@router.post("/invoices/{invoice_id}/payments", status_code=201, response_model=PaymentOut)
+@router.post(
+    "/invoices/{invoice_id}/payments",
+    status_code=201,
+    response_model=PaymentOut,
+    responses=problems(*PAYMENT_START_ERRORS),
+)
 async def create_payment(
     invoice_id: uuid.UUID,
     request: Request,
     user_id: ViewerId,
+    principal: CurrentPrincipal,
     sessions: SessionsDep,
     settings: SettingsDep,
     clock: ClockDep,
@@ -143,6 +166,7 @@ async def create_payment(
             invoice_id=invoice_id,
             user_id=user_id,
             return_url=str(request_body.return_url) if request_body.return_url else None,
+            customer_email=request_body.email or principal.email,
             now=clock.now(),
             settings=settings,
         )
@@ -153,10 +177,16 @@ async def create_payment(
     )
 
 
-@router.get("/invoices/{invoice_id}/checkout", status_code=303, response_class=Response)
+@router.get(
+    "/invoices/{invoice_id}/checkout",
+    status_code=303,
+    response_class=Response,
+    responses=problems(*PAYMENT_START_ERRORS),
+)
 async def checkout(
     invoice_id: uuid.UUID,
     user_id: ViewerId,
+    principal: CurrentPrincipal,
     sessions: SessionsDep,
     settings: SettingsDep,
     clock: ClockDep,
@@ -169,11 +199,12 @@ async def checkout(
         invoice_id=invoice_id,
         user_id=user_id,
         return_url=None,
+        customer_email=principal.email,
         now=clock.now(),
         settings=settings,
     )
     if payment.confirmation_url is None:
-        raise Problem(503, "provider_unavailable", "the provider gave no payment page")
+        raise PROVIDER_UNAVAILABLE("the provider gave no payment page")
     return RedirectResponse(payment.confirmation_url, status_code=303)
 
 
@@ -186,14 +217,14 @@ async def list_payments(
     ]
 
 
-@router.get("/payments/{payment_id}")
+@router.get("/payments/{payment_id}", responses=problems(PAYMENT_NOT_FOUND))
 async def get_payment(
     payment_id: uuid.UUID, user_id: ViewerId, session: SessionDep, settings: SettingsDep
 ) -> PaymentOut:
     return payment_out(await service.get_own_payment(session, payment_id, user_id), settings)
 
 
-@router.post("/payments/{payment_id}/confirm")
+@router.post("/payments/{payment_id}/confirm", responses=problems(PAYMENT_NOT_FOUND))
 async def confirm_payment(
     payment_id: uuid.UUID,
     user_id: ViewerId,
@@ -212,7 +243,11 @@ async def confirm_payment(
     return payment_out(payment, settings)
 
 
-@router.post("/payments/{payment_id}/refund", response_model=PaymentOut)
+@router.post(
+    "/payments/{payment_id}/refund",
+    response_model=PaymentOut,
+    responses=problems(PAYMENT_NOT_FOUND, PAYMENT_NOT_REFUNDABLE, REFUND_WINDOW_EXPIRED),
+)
 async def refund(
     payment_id: uuid.UUID,
     request: Request,
@@ -241,9 +276,17 @@ async def refund(
     )
 
 
-@router.post("/webhooks/{provider_name}", status_code=200)
+@router.post(
+    "/webhooks/{provider_name}",
+    status_code=200,
+    # The body is read as bytes, not declared: its errors are listed here.
+    responses=problems(
+        PROVIDER_NOT_FOUND, INVALID_NOTIFICATION, PAYLOAD_TOO_LARGE, UNTRUSTED_NOTIFICATION_SOURCE
+    ),
+)
 async def webhook(
     provider_name: str,
+    _source: TrustedNotificationSource,  # ЮKassa's only from its networks: 403 before reading
     request: Request,
     sessions: SessionsDep,
     clock: ClockDep,
@@ -253,7 +296,7 @@ async def webhook(
     """Provider notifications: a trigger to re-read the payment, never trusted as such.
     Every provider's address is live, whichever takes new payments now."""
     if provider_name not in providers:
-        raise not_found("provider")
+        raise PROVIDER_NOT_FOUND()
     try:
         await service.handle_notification(
             sessions,
@@ -265,5 +308,5 @@ async def webhook(
             settings=settings,
         )
     except InvalidNotification as error:
-        raise Problem(400, "invalid_notification", str(error)) from None
+        raise INVALID_NOTIFICATION(str(error)) from None
     return {"status": "accepted"}

@@ -10,13 +10,14 @@ from pydantic import AnyHttpUrl, BaseModel, Field, UrlConstraints
 
 from billing.models import InvoiceStatus, PaymentStatus
 from billing.pricing.rules import DiscountSource
-from billing.schemas import ApiModel, Percent
+from billing.pricing.schemas import PromoCodeInput
+from billing.schemas import ApiModel, Email, Percent
 
 
 class InvoiceCreate(ApiModel):
     tariff_id: uuid.UUID
     months: int = Field(strict=True, ge=1, examples=[3])
-    promo_code: str | None = Field(default=None, max_length=64)
+    promo_code: PromoCodeInput = None
 
 
 ReturnUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2000)]
@@ -24,6 +25,8 @@ ReturnUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2000)]
 
 class PaymentCreate(ApiModel):
     return_url: ReturnUrl | None = None
+    # Where the fiscal receipt goes, when the token carries no ``email`` claim.
+    email: Email | None = None
 
 
 class DiscountOut(BaseModel):

@@ -26,8 +26,10 @@ from billing.checkout.providers.base import (
     ProviderRefundStatus,
     ProviderRejected,
     ProviderUnavailable,
+    Receipt,
 )
 from billing.checkout.providers.registry import Providers, UnknownProvider
+from billing.checkout.receipts import sale_receipt
 from billing.checkout.refund_window import refund_deadline, refund_window_open
 from billing.config import Settings
 from billing.db import transaction
@@ -180,6 +182,7 @@ async def start_payment(
     invoice_id: uuid.UUID,
     user_id: uuid.UUID,
     return_url: str | None,
+    customer_email: str | None,
     now: datetime,
     settings: Settings,
 ) -> Payment:
@@ -187,7 +190,10 @@ async def start_payment(
 
     The invoice's one pending payment is answered again if the provider already gave it a
     page; one that never got that far (a timeout, a crash) is asked for again with its own
-    idempotence key, so the provider never holds two payments for one invoice.
+    idempotence key, so the provider never holds two payments for one invoice. With
+    receipts on, a new payment needs the viewer's e-mail (422 ``customer_email_required``,
+    nothing written, no provider call); its receipt is fixed here, so every attempt sends
+    the same one.
     """
     async with transaction(sessions) as session:
         # The invoice lock (held for this short transaction only) orders concurrent starts:
@@ -202,11 +208,18 @@ async def start_payment(
         if payment is not None and payment.confirmation_url is not None:
             return payment
         if payment is None:
+            if settings.receipts_on and customer_email is None:
+                raise Problem(
+                    422,
+                    "customer_email_required",
+                    "a fiscal receipt needs the viewer's e-mail: give `email`",
+                )
+            provider = providers.for_new_payments
             payment = Payment(
                 id=uuid.uuid4(),
                 invoice_id=invoice.id,
                 user_id=user_id,
-                provider=providers.for_new_payments.name,
+                provider=provider.name,
                 idempotence_key=uuid.uuid4(),
                 status=PaymentStatus.PENDING,
                 amount=invoice.total_amount,
@@ -215,9 +228,21 @@ async def start_payment(
                 provider_data={},
                 # The provider's windows are on its own (real) clock, whatever ours says.
                 requested_at=datetime.now(UTC),
+                customer_email=customer_email,
                 created_at=now,
                 updated_at=now,
             )
+            if settings.receipts_on and provider.sends_receipts and customer_email:
+                tariff = await session.get_one(Tariff, invoice.tariff_id)
+                payment.receipt = sale_receipt(
+                    tariff_name=tariff.name,
+                    months=invoice.months,
+                    amount=invoice.total_amount,
+                    currency=invoice.currency,
+                    customer_email=customer_email,
+                    vat_code=settings.receipt_vat_code,
+                    tax_system_code=settings.receipt_tax_system,
+                ).to_json()
             session.add(payment)
         request = await _payment_request(session, payment, invoice, settings)
     return await _create_at_provider(sessions, providers, payment, request, now=now)
@@ -237,6 +262,8 @@ async def _payment_request(
         "idempotence_key": str(payment.idempotence_key),
         "expires_at": invoice.expires_at,
         "requested_at": payment.requested_at or payment.created_at,
+        "customer_email": payment.customer_email,
+        "receipt": Receipt.from_json(payment.receipt) if payment.receipt else None,
     }
 
 
@@ -524,6 +551,8 @@ def _new_refund(payment: Payment, reason: RefundReason, *, now: datetime) -> Ref
         reason=reason,
         amount=payment.amount,
         currency=payment.currency,
+        # Refunds are whole: the refund's receipt returns the sale's one item.
+        receipt=payment.receipt,
         created_at=now,
         updated_at=now,
     )
@@ -576,6 +605,7 @@ async def _refund_at_provider(
             currency=refund.currency,
             idempotence_key=str(refund.idempotence_key),
             data=payment.provider_data,
+            receipt=Receipt.from_json(refund.receipt) if refund.receipt else None,
         )
     except ProviderRejected as error:
         # Refused for good: the refund is over (kept as a record); a new one may be asked.

@@ -11,7 +11,14 @@ from billing.models.checkout import (
     RefundReason,
     RefundStatus,
 )
-from billing.models.operations import AdminRole, AdminUser, AuditEntry, IdempotencyKey
+from billing.models.operations import (
+    AdminLoginFailure,
+    AdminRole,
+    AdminSession,
+    AdminUser,
+    AuditEntry,
+    IdempotencyKey,
+)
 from billing.models.outbox import OutboxEvent, OutboxStatus
 from billing.models.pricing import (
     DurationDiscount,
@@ -26,7 +33,9 @@ from billing.models.webhooks import ProcessedWebhookEvent
 from billing.pricing.rules import DiscountSource
 
 __all__ = [
+    "AdminLoginFailure",
     "AdminRole",
+    "AdminSession",
     "AdminUser",
     "AuditEntry",
     "Base",

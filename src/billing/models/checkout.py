@@ -147,6 +147,11 @@ class Payment(Base):
     # When billing first asked the provider, on the real clock (providers judge their own
     # windows by it): a retry with the same idempotence key must send the same request.
     requested_at: Mapped[Timestamp | None]
+    # Where the provider sends the fiscal receipt (the JWT's email claim, or the one given
+    # when starting the payment); kept for the refund's receipt.
+    customer_email: Mapped[str | None] = mapped_column(String(254))
+    # The 54-FZ receipt sent with the payment, as sent (None when receipts are off).
+    receipt: Mapped[Json | None]
     # Provider-specific facts worth keeping (e.g. Stripe's payment intent for refunds).
     provider_data: Mapped[Json] = mapped_column(default=dict)
     # The slice of subscription time this payment bought, so a refund can take exactly it back.
@@ -198,6 +203,7 @@ class Refund(Base):
     idempotence_key: Mapped[uuid.UUID] = mapped_column(default=uuid.uuid4, unique=True)
     status: Mapped[str] = mapped_column(String(16), default=RefundStatus.PENDING)
     reason: Mapped[str] = mapped_column(String(32), default=RefundReason.REQUESTED)
+    receipt: Mapped[Json | None]  # the refund's 54-FZ receipt, as sent
     amount: Mapped[Money]
     currency: Mapped[Currency]
     created_at: Mapped[datetime] = created_at()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
@@ -48,6 +48,39 @@ class ProviderPayment:
     refunded_amount: int = 0
     # Provider-specific facts billing keeps for later calls (e.g. Stripe's payment intent).
     data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReceiptItem:
+    description: str  # at most 128 characters (ЮKassa's limit)
+    amount: int  # minor units: the line's total, quantity 1
+    vat_code: int
+    # What billing sells: a service, paid in full at once, counted in pieces (54-FZ).
+    payment_subject: str = "service"
+    payment_mode: str = "full_payment"
+    measure: str = "piece"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A 54-FZ fiscal receipt of a sale or of its refund: who gets it, what was sold."""
+
+    customer_email: str
+    currency: str
+    items: tuple[ReceiptItem, ...]
+    tax_system_code: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, stored: Mapping[str, Any]) -> Receipt:
+        return cls(
+            customer_email=stored["customer_email"],
+            currency=stored["currency"],
+            items=tuple(ReceiptItem(**item) for item in stored["items"]),
+            tax_system_code=stored.get("tax_system_code"),
+        )
 
 
 @dataclass(frozen=True)
@@ -95,6 +128,9 @@ class InvalidNotification(ProviderError):
 
 class PaymentProvider(Protocol):
     name: str
+    # Whether this provider sends billing's 54-FZ receipts to the tax service (ЮKassa does;
+    # Stripe mails its own receipt to ``customer_email``).
+    sends_receipts: bool
 
     async def create_payment(
         self,
@@ -107,6 +143,8 @@ class PaymentProvider(Protocol):
         idempotence_key: str,
         expires_at: datetime,
         requested_at: datetime,
+        customer_email: str | None = None,
+        receipt: Receipt | None = None,
     ) -> ProviderPayment:
         """Create the payment; retries reuse ``idempotence_key`` so at most one exists.
 
@@ -128,6 +166,7 @@ class PaymentProvider(Protocol):
         currency: str,
         idempotence_key: str,
         data: Mapping[str, Any] | None = None,
+        receipt: Receipt | None = None,
     ) -> ProviderRefund: ...
 
     def parse_notification(self, body: bytes, headers: Mapping[str, str]) -> Notification:

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import httpx
 import stripe
+from stripe.params.checkout import SessionCreateParams
 
 from billing.checkout.providers.base import (
     PROVIDER_ATTEMPTS,
@@ -42,6 +43,7 @@ from billing.checkout.providers.base import (
     ProviderRefundStatus,
     ProviderRejected,
     ProviderUnavailable,
+    Receipt,
 )
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,7 @@ class StripeProvider:
     the sandbox's ``…/sandbox/stripe``), through the app's shared outbound ``client``."""
 
     name: str = "stripe"
+    sends_receipts: bool = False  # Stripe mails its own receipt to customer_email
 
     def __init__(
         self,
@@ -156,31 +159,35 @@ class StripeProvider:
         idempotence_key: str,
         expires_at: datetime,
         requested_at: datetime,
+        customer_email: str | None = None,
+        receipt: Receipt | None = None,
     ) -> ProviderPayment:
         reference = {"billing_payment_id": str(payment_id)}
+        params: SessionCreateParams = {
+            "mode": "payment",
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": currency.lower(),
+                        "unit_amount": amount,
+                        "product_data": {"name": description},
+                    },
+                }
+            ],
+            "success_url": return_url,
+            "cancel_url": return_url,
+            "client_reference_id": str(payment_id),
+            "expires_at": session_expiry(expires_at, requested_at),
+            "metadata": reference,
+            "payment_intent_data": {"description": description, "metadata": reference},
+        }
+        if customer_email:
+            params["customer_email"] = customer_email  # Stripe mails its receipt there
         session = await self._call(
             "create a Checkout Session",
             self._stripe.v1.checkout.sessions.create_async(
-                {
-                    "mode": "payment",
-                    "line_items": [
-                        {
-                            "quantity": 1,
-                            "price_data": {
-                                "currency": currency.lower(),
-                                "unit_amount": amount,
-                                "product_data": {"name": description},
-                            },
-                        }
-                    ],
-                    "success_url": return_url,
-                    "cancel_url": return_url,
-                    "client_reference_id": str(payment_id),
-                    "expires_at": session_expiry(expires_at, requested_at),
-                    "metadata": reference,
-                    "payment_intent_data": {"description": description, "metadata": reference},
-                },
-                {"idempotency_key": idempotence_key},
+                params, {"idempotency_key": idempotence_key}
             ),
         )
         return _parse(session, _payment)
@@ -206,6 +213,7 @@ class StripeProvider:
         currency: str,
         idempotence_key: str,
         data: Mapping[str, Any] | None = None,
+        receipt: Receipt | None = None,
     ) -> ProviderRefund:
         intent = (data or {}).get("payment_intent")
         if not (isinstance(intent, str) and PAYMENT_INTENT_ID.fullmatch(intent)):
