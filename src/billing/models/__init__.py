@@ -4,6 +4,7 @@ from billing.models.base import Base
 from billing.models.catalog import Tariff, TariffPrice
 from billing.models.checkout import (
     Invoice,
+    InvoiceKind,
     InvoiceStatus,
     Payment,
     PaymentStatus,
@@ -43,6 +44,7 @@ __all__ = [
     "DurationDiscount",
     "IdempotencyKey",
     "Invoice",
+    "InvoiceKind",
     "InvoiceStatus",
     "OutboxEvent",
     "OutboxStatus",

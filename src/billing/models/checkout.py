@@ -33,12 +33,18 @@ class InvoiceStatus(StrEnum):
     REFUNDED = "refunded"
 
 
+class InvoiceKind(StrEnum):
+    PURCHASE = "purchase"  # the viewer buys months
+    RENEWAL = "renewal"  # billing charges a saved method (auto-renewal)
+
+
 class Invoice(Base):
     """What a viewer is asked to pay; the price breakdown is frozen at creation."""
 
     __tablename__ = "invoices"
     __table_args__ = (
         one_of("status", InvoiceStatus),
+        one_of("kind", InvoiceKind),
         one_of("discount_source", DiscountSource),
         CheckConstraint("months >= 1", name="months_positive"),
         non_negative("monthly_price"),
@@ -69,6 +75,10 @@ class Invoice(Base):
     promo_code_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("promo_codes.id"))
     promo_code: Mapped[str | None] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default=InvoiceStatus.OPEN)
+    kind: Mapped[str] = mapped_column(String(16), default=InvoiceKind.PURCHASE)
+    # The viewer's e-mail when the invoice was issued (the token's claim): the browser's
+    # checkout link carries no token, and its payment's receipt goes there.
+    customer_email: Mapped[str | None] = mapped_column(String(254))
     expires_at: Mapped[Timestamp]
     paid_at: Mapped[Timestamp | None]
     created_at: Mapped[datetime] = created_at()
