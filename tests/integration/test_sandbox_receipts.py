@@ -293,6 +293,8 @@ async def test_a_refund_s_receipt_is_listed_by_payment_and_by_refund(
                                    "amount": {"value": "100.00", "currency": "RUB"}}]  # fmt: skip
     assert by_refund["settlements"][0]["amount"] == {"value": "100.00", "currency": "RUB"}
     assert "tax_system_code" not in by_refund
+    one = await client.get(f"/sandbox/v3/receipts/{by_refund['id']}", headers=AUTH)
+    assert (one.status_code, one.json()) == (200, by_refund)
     assert await listed(client, f"refund_id={uuid.uuid4()}") == []
     assert await listed(client, f"payment_id={uuid.uuid4()}") == []
 

@@ -2,7 +2,8 @@
 
 Mounted under ``/sandbox``: ``/sandbox/v3/...`` answers like ``https://api.yookassa.ru/v3``
 and ``/sandbox/checkout/{id}`` is the page a viewer is sent to. It keeps its own records
-(``sandbox_payments``, ``sandbox_refunds``) and never reads billing's.
+(``sandbox_payments``, ``sandbox_refunds``; the 54-FZ receipts it took ride on the payments'
+records, see ``receipts``) and never reads billing's.
 """
 
 # The sandbox's tables live on billing's declarative Base: importing the models here puts
