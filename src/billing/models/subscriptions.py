@@ -24,10 +24,26 @@ class Subscription(Base):
     __table_args__ = (
         one_of("status", SubscriptionStatus),
         UniqueConstraint("user_id", "tariff_id"),
+        # One index per scheduler claim, holding only the rows it still has to take, in the
+        # order it takes them: a claim never walks past rows already moved or reminded, and
+        # its plan does not hang on statistics (migration 0009; tasks.py writes each claim's
+        # WHERE in the index's own terms).
         Index(
-            "ix_subscriptions_live_period_end",
+            "ix_subscriptions_active_period_end",
             "current_period_end",
-            postgresql_where=text("status IN ('active', 'grace')"),
+            postgresql_where=text("status = 'active'"),
+        ),
+        Index(
+            "ix_subscriptions_grace_period_end",
+            "current_period_end",
+            postgresql_where=text("status = 'grace'"),
+        ),
+        Index(
+            "ix_subscriptions_to_remind",
+            "current_period_end",
+            postgresql_where=text(
+                "status = 'active' AND reminded_for_period_end IS DISTINCT FROM current_period_end"
+            ),
         ),
     )
 
