@@ -14,11 +14,13 @@ from billing.admin import endpoints as admin_endpoints
 from billing.admin.panel import mount_admin_panel
 from billing.catalog import endpoints as catalog_endpoints
 from billing.checkout import admin_endpoints as checkout_admin_endpoints
+from billing.checkout import browser as checkout_browser
 from billing.checkout import endpoints as checkout_endpoints
 from billing.checkout.providers.registry import providers_from_settings
 from billing.clock import Clock, SystemClock
 from billing.config import Settings
 from billing.db import create_engine, session_factory
+from billing.docs_assets import install_docs
 from billing.errors import install_error_handlers
 from billing.http_limits import BodySizeLimit
 from billing.metrics import MetricsMiddleware, metrics_endpoint
@@ -77,6 +79,8 @@ def create_app(
         summary="Subscription billing of the online cinema",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc are billing's own, with no CDN (install_docs)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.clock = clock or SystemClock()
@@ -87,10 +91,12 @@ def create_app(
     app.add_middleware(BodySizeLimit)  # inside the metrics, so refusals are counted
     app.add_middleware(MetricsMiddleware)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    install_docs(app)
     app.include_router(health.router)
     app.include_router(catalog_endpoints.router, prefix=API_PREFIX)
     app.include_router(pricing_endpoints.router, prefix=API_PREFIX)
     app.include_router(checkout_endpoints.router, prefix=API_PREFIX)
+    app.include_router(checkout_browser.router, prefix=API_PREFIX)
     app.include_router(subscription_endpoints.router, prefix=API_PREFIX)
     app.include_router(catalog_endpoints.admin_router, prefix=ADMIN_PREFIX)
     app.include_router(pricing_endpoints.admin_router, prefix=ADMIN_PREFIX)

@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     stripe_webhook_secret: str = SANDBOX_STRIPE_WEBHOOK_SECRET
     stripe_api_base: HttpUrl = None
     public_url: Annotated[str, AfterValidator(_http_url)] = "http://127.0.0.1:8000"
+    # Where a browser lands after the provider's page when the client gave no return_url
+    # (billing's own page by default; ``?payment_id=…&sig=…`` is appended).
+    return_url: HttpUrl = None
 
     # Other services of the cinema; unset means "write to the log instead".
     auth_url: HttpUrl = None
@@ -165,6 +168,10 @@ class Settings(BaseSettings):
     @property
     def stripe_base_url(self) -> str:
         return self.stripe_api_base or f"{self.public_url}/sandbox/stripe"
+
+    @property
+    def checkout_return_url(self) -> str:
+        return self.return_url or f"{self.public_url}/api/v1/checkout/return"
 
     @property
     def sandbox_serves_yookassa(self) -> bool:

@@ -58,9 +58,11 @@ async def test_pay_flow_extends_access_and_tells_everyone(
     assert payment["provider"] == provider_name
     assert payment["confirmation_url"].startswith(CHECKOUT_PAGES[provider_name])
 
-    redirect = await client.get(
-        f"/api/v1/invoices/{invoice['id']}/checkout", headers=viewer.headers
+    # The browser's link needs no header: it is signed, and resumes the same payment.
+    assert invoice["checkout_url"].startswith(
+        f"http://billing.test/api/v1/invoices/{invoice['id']}/checkout?sig="
     )
+    redirect = await client.get(invoice["checkout_url"])
     assert redirect.status_code == 303
     assert redirect.headers["location"] == payment["confirmation_url"]  # the same payment
 
@@ -340,7 +342,6 @@ async def test_other_users_ids_are_not_found(
     for method, url in [
         ("GET", f"/api/v1/invoices/{invoice_id}"),
         ("POST", f"/api/v1/invoices/{invoice_id}/payments"),
-        ("GET", f"/api/v1/invoices/{invoice_id}/checkout"),
         ("GET", f"/api/v1/payments/{payment['id']}"),
         ("POST", f"/api/v1/payments/{payment['id']}/confirm"),
         ("POST", f"/api/v1/payments/{payment['id']}/refund"),
@@ -348,6 +349,10 @@ async def test_other_users_ids_are_not_found(
         response = await client.request(method, url, headers=stranger)
         assert response.status_code == 404, (method, url)
         assert response.json()["code"] == "not_found"
+    # The checkout link is not for tokens: without its signature it opens nothing.
+    unsigned = await client.get(f"/api/v1/invoices/{invoice_id}/checkout", headers=stranger)
+    assert unsigned.status_code == 403
+    assert unsigned.json()["code"] == "forbidden"
     assert (await client.get("/api/v1/payments", headers=stranger)).json() == []
     assert (await client.get("/api/v1/subscriptions", headers=stranger)).json() == []
     assert (await owner.payment(payment["id"]))["status"] == "succeeded"

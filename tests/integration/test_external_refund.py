@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from billing.config import Settings
 from billing.models import Payment, Refund
 from tests.integration.checkout_helpers import add_tariff, events, make_viewer
+from tests.integration.test_sandbox import receipt_for
 
 
 async def test_a_refund_made_at_the_provider_takes_the_months_back(
@@ -34,6 +35,7 @@ async def test_a_refund_made_at_the_provider_takes_the_months_back(
         json={
             "payment_id": stored.provider_payment_id,
             "amount": {"value": "499.00", "currency": "RUB"},
+            "receipt": receipt_for("499.00"),  # the shop sends receipts (54-FZ)
         },
         auth=(settings.yookassa_shop_id, settings.yookassa_secret_key),
         headers={"Idempotence-Key": str(uuid.uuid4())},
@@ -47,4 +49,4 @@ async def test_a_refund_made_at_the_provider_takes_the_months_back(
     assert len(await events(sessions, "payment.refunded")) == 1
     async with sessions() as session:
         [record] = (await session.scalars(select(Refund))).all()
-        assert (record.amount, record.status) == (49900, "succeeded")
+        assert (record.amount, record.status, record.reason) == (49900, "succeeded", "provider")

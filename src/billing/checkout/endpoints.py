@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Request, Response
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.responses import JSONResponse
 
 from billing.auth import CurrentPrincipal, ViewerId
-from billing.checkout import service
+from billing.checkout import links, service
 from billing.checkout.errors import (
     INVALID_NOTIFICATION,
     INVOICE_NOT_FOUND,
@@ -17,7 +17,6 @@ from billing.checkout.errors import (
     PAYMENT_NOT_REFUNDABLE,
     PAYMENT_START_ERRORS,
     PROVIDER_NOT_FOUND,
-    PROVIDER_UNAVAILABLE,
     REFUND_WINDOW_EXPIRED,
 )
 from billing.checkout.providers.base import InvalidNotification
@@ -54,7 +53,7 @@ def get_providers(request: Request) -> Providers:
 ProvidersDep = Annotated[Providers, Depends(get_providers)]
 
 
-def invoice_out(invoice: Invoice) -> InvoiceOut:
+def invoice_out(invoice: Invoice, settings: Settings) -> InvoiceOut:
     return InvoiceOut(
         id=invoice.id,
         user_id=invoice.user_id,
@@ -73,6 +72,8 @@ def invoice_out(invoice: Invoice) -> InvoiceOut:
         status=invoice.status,
         expires_at=invoice.expires_at,
         created_at=invoice.created_at,
+        checkout_url=links.checkout_url(settings, invoice.id, invoice.expires_at),
+        kind=invoice.kind,
     )
 
 
@@ -108,6 +109,7 @@ async def create_invoice(
     body: InvoiceCreate,
     request: Request,
     user_id: ViewerId,
+    principal: CurrentPrincipal,
     sessions: SessionsDep,
     settings: SettingsDep,
     clock: ClockDep,
@@ -123,10 +125,11 @@ async def create_invoice(
                 tariff_id=body.tariff_id,
                 months=body.months,
                 promo_code=body.promo_code,
+                customer_email=principal.email,
                 now=clock.now(),
                 settings=settings,
             )
-        return 201, invoice_out(invoice).model_dump(mode="json")
+        return 201, invoice_out(invoice, settings).model_dump(mode="json")
 
     return await respond_once(
         request, sessions, owner=str(user_id), key=idempotency_key, body=body, run=issue
@@ -134,8 +137,10 @@ async def create_invoice(
 
 
 @router.get("/invoices/{invoice_id}", responses=problems(INVOICE_NOT_FOUND))
-async def get_invoice(invoice_id: uuid.UUID, user_id: ViewerId, session: SessionDep) -> InvoiceOut:
-    return invoice_out(await service.get_own_invoice(session, invoice_id, user_id))
+async def get_invoice(
+    invoice_id: uuid.UUID, user_id: ViewerId, session: SessionDep, settings: SettingsDep
+) -> InvoiceOut:
+    return invoice_out(await service.get_own_invoice(session, invoice_id, user_id), settings)
 
 
 @router.post(
@@ -175,37 +180,6 @@ async def create_payment(
     return await respond_once(
         request, sessions, owner=str(user_id), key=idempotency_key, body=request_body, run=start
     )
-
-
-@router.get(
-    "/invoices/{invoice_id}/checkout",
-    status_code=303,
-    response_class=Response,
-    responses=problems(*PAYMENT_START_ERRORS),
-)
-async def checkout(
-    invoice_id: uuid.UUID,
-    user_id: ViewerId,
-    principal: CurrentPrincipal,
-    sessions: SessionsDep,
-    settings: SettingsDep,
-    clock: ClockDep,
-    providers: ProvidersDep,
-) -> RedirectResponse:
-    """Browser flow: start (or resume) the payment and go to the provider's page."""
-    payment = await service.start_payment(
-        sessions,
-        providers,
-        invoice_id=invoice_id,
-        user_id=user_id,
-        return_url=None,
-        customer_email=principal.email,
-        now=clock.now(),
-        settings=settings,
-    )
-    if payment.confirmation_url is None:
-        raise PROVIDER_UNAVAILABLE("the provider gave no payment page")
-    return RedirectResponse(payment.confirmation_url, status_code=303)
 
 
 @router.get("/payments")

@@ -28,3 +28,6 @@ PAYMENT_START_ERRORS = (
     INVOICE_NOT_OPEN,
     CUSTOMER_EMAIL_REQUIRED,
 )
+CHECKOUT_LINK_INVALID = ApiError(
+    403, "forbidden", "the checkout link is not valid (altered, or for another invoice)"
+)

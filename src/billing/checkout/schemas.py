@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import AnyHttpUrl, BaseModel, Field, UrlConstraints
 
-from billing.models import InvoiceStatus, PaymentStatus
+from billing.models import InvoiceKind, InvoiceStatus, PaymentStatus
 from billing.pricing.rules import DiscountSource
 from billing.pricing.schemas import PromoCodeInput
 from billing.schemas import ApiModel, Email, Percent
@@ -49,6 +49,10 @@ class InvoiceOut(BaseModel):
     status: InvoiceStatus
     expires_at: datetime
     created_at: datetime
+    # A browser opens it without any header: it starts (or resumes) the payment and goes to
+    # the provider's page; signed, and valid until the invoice expires.
+    checkout_url: str
+    kind: InvoiceKind
 
 
 class PaymentOut(BaseModel):

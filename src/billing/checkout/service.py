@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing.checkout import webhook_events
+from billing.checkout import links, webhook_events
 from billing.checkout.providers.base import (
     PaymentProvider,
     ProviderError,
@@ -69,11 +69,13 @@ async def issue_invoice(
     tariff_id: uuid.UUID,
     months: int,
     promo_code: str | None,
+    customer_email: str | None = None,
     now: datetime,
     settings: Settings,
 ) -> Invoice:
     """Freeze the quote into an invoice and reserve its promo code; a free invoice is settled
-    on the spot, without the provider."""
+    on the spot, without the provider. ``customer_email`` (the token's) is kept for the
+    receipt of a payment started from the browser's checkout link."""
     priced = await quote_for(
         session,
         user_id=user_id,
@@ -108,6 +110,7 @@ async def issue_invoice(
         promo_code_id=priced.promo.id if priced.promo else None,
         promo_code=priced.promo.code if priced.promo else None,
         status=InvoiceStatus.OPEN,
+        customer_email=customer_email,
         expires_at=now + settings.invoice_ttl,
         created_at=now,
         updated_at=now,
@@ -207,6 +210,7 @@ async def start_payment(
         )
         if payment is not None and payment.confirmation_url is not None:
             return payment
+        customer_email = customer_email or invoice.customer_email
         if payment is None:
             if settings.receipts_on and customer_email is None:
                 raise Problem(
@@ -258,7 +262,7 @@ async def _payment_request(
         "amount": payment.amount,
         "currency": payment.currency,
         "description": f"{tariff.name}: {invoice.months} mo.",
-        "return_url": payment.return_url or f"{settings.public_url}/api/v1/payments/{payment.id}",
+        "return_url": payment.return_url or links.return_url(settings, payment.id),
         "idempotence_key": str(payment.idempotence_key),
         "expires_at": invoice.expires_at,
         "requested_at": payment.requested_at or payment.created_at,
