@@ -327,7 +327,7 @@ async def test_a_succeeded_payment_without_captured_at_was_paid_when_created() -
     ("yookassa_status", "status"),
     [
         ("pending", ProviderPaymentStatus.PENDING),
-        ("waiting_for_capture", ProviderPaymentStatus.PENDING),
+        ("waiting_for_capture", ProviderPaymentStatus.WAITING_FOR_CAPTURE),
         ("canceled", ProviderPaymentStatus.CANCELED),
     ],
 )

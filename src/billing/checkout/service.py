@@ -387,9 +387,35 @@ async def sync_payment(
     provider = provider_for(providers, payment.provider)
     try:
         remote = await provider.get_payment(payment.provider_payment_id, payment.provider_data)
+        if remote.status == ProviderPaymentStatus.WAITING_FOR_CAPTURE:
+            remote = await _capture_or_cancel(sessions, provider, payment, now=now)
     except ProviderError as error:
         raise _unavailable(error) from error
     return await apply_provider_state(sessions, providers, payment.id, remote, now=now)
+
+
+async def _capture_or_cancel(
+    sessions: Sessions, provider: PaymentProvider, payment: Payment, *, now: datetime
+) -> ProviderPayment:
+    """A payment the viewer paid that waits for the shop (a two-stage payment): captured at
+    once while its invoice can still be honoured, canceled otherwise (the money is released
+    rather than taken and refunded). The keys derive from the payment's, so a repeat (the
+    webhook, the confirm call, reconciliation) asks for the same capture or cancel."""
+    async with sessions() as session:
+        invoice = await session.get_one(Invoice, payment.invoice_id)
+    assert payment.provider_payment_id is not None
+    if invoice.status == InvoiceStatus.OPEN and invoice.expires_at > now:
+        return await provider.capture_payment(
+            payment.provider_payment_id,
+            amount=payment.amount,
+            currency=payment.currency,
+            idempotence_key=str(uuid.uuid5(payment.idempotence_key, "capture")),
+        )
+    log.warning("payment %s waits for capture on a closed invoice: canceled", payment.id)
+    return await provider.cancel_payment(
+        payment.provider_payment_id,
+        idempotence_key=str(uuid.uuid5(payment.idempotence_key, "cancel")),
+    )
 
 
 async def apply_provider_state(

@@ -24,7 +24,9 @@ PROVIDER_ATTEMPTS = 3
 
 
 class ProviderPaymentStatus(StrEnum):
-    PENDING = "pending"  # waiting for the viewer (or for capture)
+    PENDING = "pending"  # waiting for the viewer
+    # Paid by the viewer and held for the shop: captured (then succeeded) or canceled.
+    WAITING_FOR_CAPTURE = "waiting_for_capture"
     SUCCEEDED = "succeeded"
     CANCELED = "canceled"
 
@@ -157,6 +159,18 @@ class PaymentProvider(Protocol):
     async def get_payment(
         self, provider_payment_id: str, data: Mapping[str, Any] | None = None
     ) -> ProviderPayment: ...
+
+    async def capture_payment(
+        self, provider_payment_id: str, *, amount: int, currency: str, idempotence_key: str
+    ) -> ProviderPayment:
+        """Take the money of a payment waiting for capture (whole)."""
+        ...
+
+    async def cancel_payment(
+        self, provider_payment_id: str, *, idempotence_key: str
+    ) -> ProviderPayment:
+        """Release the money of a payment waiting for capture."""
+        ...
 
     async def create_refund(
         self,

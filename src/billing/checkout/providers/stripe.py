@@ -205,6 +205,17 @@ class StripeProvider:
         )
         return _parse(session, _payment)
 
+    async def capture_payment(
+        self, provider_payment_id: str, *, amount: int, currency: str, idempotence_key: str
+    ) -> ProviderPayment:
+        # Checkout Sessions are made with automatic capture: none ever waits for one.
+        raise ProviderRejected("billing's Stripe payments capture automatically", status=400)
+
+    async def cancel_payment(
+        self, provider_payment_id: str, *, idempotence_key: str
+    ) -> ProviderPayment:
+        raise ProviderRejected("billing's Stripe payments capture automatically", status=400)
+
     async def create_refund(
         self,
         *,

@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 
 PAYMENT_STATUSES = {
     "pending": ProviderPaymentStatus.PENDING,
-    # With capture=true a payment never stops here, but if it does it is still not paid.
-    "waiting_for_capture": ProviderPaymentStatus.PENDING,
+    # With capture=true a payment never stops here, but a shop set up for two-stage
+    # payments makes it stop: billing then captures it or cancels it.
+    "waiting_for_capture": ProviderPaymentStatus.WAITING_FOR_CAPTURE,
     "succeeded": ProviderPaymentStatus.SUCCEEDED,
     "canceled": ProviderPaymentStatus.CANCELED,
 }
@@ -130,10 +131,29 @@ class YooKassaProvider:
     async def get_payment(
         self, provider_payment_id: str, data: Mapping[str, Any] | None = None
     ) -> ProviderPayment:
+        answer = await self._call("GET", f"/payments/{self._checked_id(provider_payment_id)}")
+        return self._parse(answer, _payment)
+
+    async def capture_payment(
+        self, provider_payment_id: str, *, amount: int, currency: str, idempotence_key: str
+    ) -> ProviderPayment:
+        body = {"amount": {"value": format_amount(amount), "currency": currency}}
+        path = f"/payments/{self._checked_id(provider_payment_id)}/capture"
+        answer = await self._call("POST", path, json_body=body, key=idempotence_key)
+        return self._parse(answer, _payment)
+
+    async def cancel_payment(
+        self, provider_payment_id: str, *, idempotence_key: str
+    ) -> ProviderPayment:
+        path = f"/payments/{self._checked_id(provider_payment_id)}/cancel"
+        answer = await self._call("POST", path, json_body={}, key=idempotence_key)
+        return self._parse(answer, _payment)
+
+    @staticmethod
+    def _checked_id(provider_payment_id: str) -> str:
         if not _ID.fullmatch(provider_payment_id):
             raise ProviderRejected("not a ЮKassa payment id", status=404, code="not_found")
-        answer = await self._call("GET", f"/payments/{provider_payment_id}")
-        return self._parse(answer, _payment)
+        return provider_payment_id
 
     async def create_refund(
         self,
