@@ -26,6 +26,7 @@ from billing.config import Settings
 from billing.db import EmbeddedPostgres, create_engine, libpq_url, session_factory
 from billing.migrations import upgrade
 from billing.models import Base
+from tests.private_postgres import server_directory
 
 TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256"
 
@@ -43,11 +44,14 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if configured:
         yield configured
         return
-    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("embedded-pg"))
-    try:
-        yield embedded.start()
-    finally:
-        embedded.stop()
+    # As root the server runs as another user, who must reach its directory: not under
+    # pytest's own (which any other pytest session resets to mode 700).
+    with server_directory(tmp_path_factory.mktemp("embedded-pg")) as directory:
+        embedded = EmbeddedPostgres(directory)
+        try:
+            yield embedded.start()
+        finally:
+            embedded.stop()
 
 
 def create_database(server_url: str, prefix: str = "billing_test") -> str:
