@@ -1,0 +1,178 @@
+"""The dashboard's figures (``GET /api/v1/admin/stats`` and the panel's first page): set-based
+SQL, one query per figure, so they stay fast at millions of payments.
+
+What each figure counts (PRODUCT.md names them; where it is silent, this decides):
+- a day is a UTC calendar day; the period's days are all listed, zeros included;
+- ``payments``/``gross``: payments that succeeded that day (by ``paid_at``), those refunded
+  later included (they did succeed that day); ``refunds``/``refunded``: refunds that
+  succeeded that day (by the payment's ``refunded_at``); only the billing currency's;
+- ``active_subscriptions``: now, status ``active`` with a period end ahead, per tariff (every
+  tariff listed);
+- ``new_subscriptions``: subscriptions created in the period; ``churned_subscriptions``:
+  subscriptions that ended (expired, or canceled by a refund) in the period (by their last
+  change) whose user has no live subscription left — a move to another tariff is no churn;
+- ``renewals``: invoices of ``kind = 'renewal'`` (auto-renewal's) created in the period, and
+  those of them paid (refunded later included);
+- ``mrr``: Σ over active subscriptions of their last paid invoice's total ÷ its months, in
+  minor units, rounded half up once at the end.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billing.admin.schemas import ActiveSubscriptions, DayFigures, Renewals, StatsOut
+from billing.errors import VALIDATION_ERROR
+
+DEFAULT_DAYS = 30
+MAX_DAYS = 366
+
+
+def parse_day(name: str, value: str) -> date:
+    """``YYYY-MM-DD`` exactly (no week dates, no times)."""
+    try:
+        if len(value) != len("2025-05-01"):
+            raise ValueError
+        return date.fromisoformat(value)
+    except ValueError:
+        raise VALIDATION_ERROR(f"{name}: must be a date YYYY-MM-DD, got {value!r}") from None
+
+
+def stats_period(start: str | None, end: str | None, today: date) -> tuple[date, date]:
+    """The period asked for, inclusive: ``end`` defaults to today (UTC), ``start`` to
+    ``DEFAULT_DAYS`` days ending on ``end``; at most ``MAX_DAYS`` days, ``start <= end``."""
+    last = today if end is None else parse_day("to", end)
+    first = last - timedelta(days=DEFAULT_DAYS - 1) if start is None else parse_day("from", start)
+    if first > last:
+        raise VALIDATION_ERROR(f"from: {first} is after to: {last}")
+    if (last - first).days + 1 > MAX_DAYS:
+        raise VALIDATION_ERROR(f"from, to: at most {MAX_DAYS} days at once")
+    return first, last
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+_DAYS = text(
+    """
+    WITH days AS (
+        SELECT d::date AS day
+        FROM generate_series(CAST(:first AS date), CAST(:last AS date), interval '1 day') AS d
+    ),
+    paid AS (
+        SELECT (paid_at AT TIME ZONE 'UTC')::date AS day, count(*) AS payments,
+               sum(amount) AS gross
+        FROM payments
+        WHERE status IN ('succeeded', 'refunded') AND currency = :currency
+          AND paid_at >= :since AND paid_at < :until
+        GROUP BY 1
+    ),
+    refunded AS (
+        SELECT (p.refunded_at AT TIME ZONE 'UTC')::date AS day, count(*) AS refunds,
+               sum(r.amount) AS refunded
+        FROM refunds r JOIN payments p ON p.id = r.payment_id
+        WHERE r.status = 'succeeded' AND r.currency = :currency
+          AND p.refunded_at >= :since AND p.refunded_at < :until
+        GROUP BY 1
+    )
+    SELECT days.day, coalesce(paid.payments, 0) AS payments,
+           coalesce(paid.gross, 0)::bigint AS gross, coalesce(refunded.refunds, 0) AS refunds,
+           coalesce(refunded.refunded, 0)::bigint AS refunded
+    FROM days LEFT JOIN paid USING (day) LEFT JOIN refunded USING (day)
+    ORDER BY days.day
+    """
+)
+
+_ACTIVE = text(
+    """
+    SELECT t.id AS tariff_id, t.code, count(s.id) AS count
+    FROM tariffs t
+    LEFT JOIN subscriptions s
+      ON s.tariff_id = t.id AND s.status = 'active' AND s.current_period_end > :now
+    GROUP BY t.id, t.code
+    ORDER BY t.code
+    """
+)
+
+_NEW = text("SELECT count(*) FROM subscriptions WHERE created_at >= :since AND created_at < :until")
+
+_CHURNED = text(
+    """
+    SELECT count(*) FROM subscriptions s
+    WHERE s.status IN ('expired', 'canceled') AND s.updated_at >= :since AND s.updated_at < :until
+      AND NOT EXISTS (
+        SELECT 1 FROM subscriptions live
+        WHERE live.user_id = s.user_id AND live.status IN ('active', 'grace')
+      )
+    """
+)
+
+_RENEWALS = text(
+    """
+    SELECT count(*) AS attempted,
+           count(*) FILTER (WHERE status IN ('paid', 'refunded')) AS succeeded
+    FROM invoices
+    WHERE kind = 'renewal' AND created_at >= :since AND created_at < :until
+    """
+)
+
+_MRR = text(
+    """
+    SELECT coalesce(round(sum(last_paid.total_amount::numeric / last_paid.months)), 0)::bigint
+    FROM subscriptions s
+    CROSS JOIN LATERAL (
+        SELECT i.total_amount, i.months FROM invoices i
+        WHERE i.user_id = s.user_id AND i.tariff_id = s.tariff_id AND i.status = 'paid'
+          AND i.currency = :currency
+        ORDER BY i.paid_at DESC NULLS LAST
+        LIMIT 1
+    ) AS last_paid
+    WHERE s.status = 'active' AND s.current_period_end > :now
+    """
+)
+
+
+async def dashboard_stats(
+    session: AsyncSession, first: date, last: date, *, currency: str, now: datetime
+) -> StatsOut:
+    """The figures of the days ``first``..``last`` (inclusive, UTC) and of now."""
+    bounds: dict[str, Any] = {
+        "first": first,
+        "last": last,
+        "since": _midnight(first),
+        "until": _midnight(last + timedelta(days=1)),
+        "currency": currency,
+        "now": now,
+    }
+    days = [
+        DayFigures(
+            date=row.day,
+            payments=row.payments,
+            gross=row.gross,
+            refunds=row.refunds,
+            refunded=row.refunded,
+            net=row.gross - row.refunded,
+        )
+        for row in await session.execute(_DAYS, bounds)
+    ]
+    active = [
+        ActiveSubscriptions(tariff_id=row.tariff_id, code=row.code, count=row.count)
+        for row in await session.execute(_ACTIVE, bounds)
+    ]
+    renewed = (await session.execute(_RENEWALS, bounds)).one()
+    return StatsOut(
+        from_=first,
+        to=last,
+        currency=currency,
+        days=days,
+        active_subscriptions=active,
+        new_subscriptions=int(await session.scalar(_NEW, bounds) or 0),
+        churned_subscriptions=int(await session.scalar(_CHURNED, bounds) or 0),
+        renewals=Renewals(attempted=renewed.attempted, succeeded=renewed.succeeded),
+        mrr=int(await session.scalar(_MRR, bounds) or 0),
+    )
