@@ -21,6 +21,7 @@ from billing.models.operations import (
     IdempotencyKey,
 )
 from billing.models.outbox import OutboxEvent, OutboxStatus
+from billing.models.payment_methods import PaymentMethod, ProviderCustomer
 from billing.models.pricing import (
     DurationDiscount,
     PromoCode,
@@ -48,9 +49,11 @@ __all__ = [
     "InvoiceStatus",
     "OutboxEvent",
     "OutboxStatus",
+    "PaymentMethod",
     "Payment",
     "PaymentStatus",
     "ProcessedWebhookEvent",
+    "ProviderCustomer",
     "PromoCode",
     "PromoRedemption",
     "RedemptionStatus",

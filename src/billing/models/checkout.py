@@ -162,6 +162,13 @@ class Payment(Base):
     customer_email: Mapped[str | None] = mapped_column(String(254))
     # The 54-FZ receipt sent with the payment, as sent (None when receipts are off).
     receipt: Mapped[Json | None]
+    # The viewer asked the provider to keep the method for charges without them.
+    save_payment_method: Mapped[bool] = mapped_column(default=False, server_default="false")
+    # The saved method this payment charged (a renewal), or saved. (use_alter: a method
+    # also names the payment that saved it.)
+    payment_method_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("payment_methods.id", use_alter=True)
+    )
     # Provider-specific facts worth keeping (e.g. Stripe's payment intent for refunds).
     provider_data: Mapped[Json] = mapped_column(default=dict)
     # The slice of subscription time this payment bought, so a refund can take exactly it back.

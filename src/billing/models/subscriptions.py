@@ -55,5 +55,10 @@ class Subscription(Base):
     current_period_end: Mapped[Timestamp]
     # The period end a "subscription ends soon" reminder was sent for: one reminder per period.
     reminded_for_period_end: Mapped[Timestamp | None]
+    # Auto-renewal: on once a payment saved a method (the viewer's consent); the viewer
+    # turns it off and on (cancel / resume). A renewal buys ``renewal_months`` again.
+    auto_renew: Mapped[bool] = mapped_column(default=False, server_default="false")
+    payment_method_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("payment_methods.id"))
+    renewal_months: Mapped[int | None]
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()
