@@ -17,7 +17,7 @@ Every error is ``application/problem+json`` (``ProblemDetails``); FastAPI's own 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
@@ -46,7 +46,7 @@ from billing.idempotency import IdempotencyKeyHeader
 
 # Every role check is a closure of ``require_roles``: they share its code object.
 _ROLE_CHECK = require_roles().dependency.__code__
-_IDEMPOTENCY_KEY = IdempotencyKeyHeader.__metadata__[0].alias  # "Idempotency-Key"
+_IDEMPOTENCY_KEY = get_args(IdempotencyKeyHeader)[1].alias  # "Idempotency-Key"
 
 
 def install_openapi(app: FastAPI) -> None:
