@@ -26,6 +26,7 @@ from billing.http_limits import BodySizeLimit
 from billing.metrics import MetricsMiddleware, metrics_endpoint
 from billing.openapi import install_openapi
 from billing.outbox import endpoints as outbox_endpoints
+from billing.payment_methods import endpoints as payment_method_endpoints
 from billing.pricing import endpoints as pricing_endpoints
 from billing.sandbox import endpoints as sandbox_endpoints
 from billing.sandbox import stripe_endpoints as sandbox_stripe_endpoints
@@ -98,6 +99,7 @@ def create_app(
     app.include_router(checkout_endpoints.router, prefix=API_PREFIX)
     app.include_router(checkout_browser.router, prefix=API_PREFIX)
     app.include_router(subscription_endpoints.router, prefix=API_PREFIX)
+    app.include_router(payment_method_endpoints.router, prefix=API_PREFIX)
     app.include_router(catalog_endpoints.admin_router, prefix=ADMIN_PREFIX)
     app.include_router(pricing_endpoints.admin_router, prefix=ADMIN_PREFIX)
     app.include_router(admin_endpoints.admin_router, prefix=ADMIN_PREFIX)

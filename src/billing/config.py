@@ -40,6 +40,24 @@ def _positive(value: timedelta) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(_seconds_or_iso), AfterValidator(_positive)]
 
 
+def _durations(value: object) -> object:
+    """A comma-separated list of durations: ``PT6H,P1D,P2D``."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _increasing(value: tuple[timedelta, ...]) -> tuple[timedelta, ...]:
+    if list(value) != sorted(set(value)):
+        raise ValueError("must be increasing offsets, e.g. PT6H,P1D,P2D")
+    return value
+
+
+Durations = Annotated[
+    tuple[Duration, ...], NoDecode, BeforeValidator(_durations), AfterValidator(_increasing)
+]
+
+
 def _http_url(value: str | None) -> str | None:
     if value is None or value == "":
         return None
@@ -134,12 +152,18 @@ class Settings(BaseSettings):
     receipt_vat_code: int = Field(default=1, ge=1, le=12)  # ЮKassa's vat_code, 1–12
     receipt_tax_system: int | None = Field(default=None, ge=1, le=6)  # tax_system_code
 
+    # The admin panel's language when the account has chosen none (each may, on the panel).
+    admin_locale: Literal["ru", "en"] = "ru"
     max_months: int = Field(default=12, ge=1, le=120)
     currency: str = Field(default="RUB", pattern=r"^[A-Z]{3}$")
     refund_window: Duration = timedelta(hours=1)
     grace_period: Duration = timedelta(days=2)
     remind_before: Duration = timedelta(days=3)
     invoice_ttl: Duration = timedelta(minutes=30)
+    # Auto-renewal: charge a saved method this long before the period ends; retry a soft
+    # decline at these offsets from the first declined attempt (never after access ends).
+    renew_before: Duration = timedelta(days=1)
+    renew_retry: Durations = (timedelta(hours=6), timedelta(days=1), timedelta(days=2))
 
     # Outbox delivery: attempts before an event is parked, and the longest wait between two.
     outbox_max_attempts: int = Field(default=12, ge=1, le=100)

@@ -145,6 +145,11 @@ async def test_a_paid_subscription_moves_to_another_tariff_keeping_its_period_en
         "status": "active",
         "current_period_end": moved["current_period_end"],
         "access_until": moved["access_until"],
+        # Paid without saving a card: nothing renews by itself.
+        "auto_renew": False,
+        "payment_method_id": None,
+        "renews_at": None,
+        "renewal_months": None,
     }
     assert datetime.fromisoformat(moved["current_period_end"]) == period_end
     assert datetime.fromisoformat(moved["access_until"]) == period_end + GRACE

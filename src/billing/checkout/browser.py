@@ -20,7 +20,11 @@ from sqlalchemy import select
 
 from billing.checkout import links, service
 from billing.checkout.endpoints import ProvidersDep
-from billing.checkout.errors import CHECKOUT_LINK_INVALID, PAYMENT_START_ERRORS
+from billing.checkout.errors import (
+    CHECKOUT_LINK_INVALID,
+    PAYMENT_START_ERRORS,
+    PROVIDER_UNAVAILABLE,
+)
 from billing.dependencies import ClockDep, SessionsDep, SettingsDep
 from billing.errors import Problem, problems
 from billing.models import Invoice, InvoiceStatus, PaymentStatus, Subscription, Tariff
@@ -162,7 +166,7 @@ async def checkout(
             settings=settings,
         )
         if payment.confirmation_url is None:
-            raise Problem(503, "provider_unavailable", "the provider gave no payment page")
+            raise PROVIDER_UNAVAILABLE("the provider gave no payment page")
     except Problem as problem:
         if not _wants_html(request):
             raise

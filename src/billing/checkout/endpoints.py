@@ -174,6 +174,7 @@ async def create_payment(
             customer_email=request_body.email or principal.email,
             now=clock.now(),
             settings=settings,
+            save_payment_method=request_body.save_payment_method,
         )
         return 201, payment_out(payment, settings).model_dump(mode="json")
 

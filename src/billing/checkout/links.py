@@ -48,4 +48,5 @@ def return_url(settings: Settings, payment_id: uuid.UUID) -> str:
 
 
 def is_valid(signature: str | None, expected: str) -> bool:
-    return signature is not None and hmac.compare_digest(signature, expected)
+    # As bytes: compare_digest refuses str with non-ASCII characters (a 500 for `?sig=é`).
+    return signature is not None and hmac.compare_digest(signature.encode(), expected.encode())

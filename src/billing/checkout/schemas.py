@@ -27,6 +27,8 @@ class PaymentCreate(ApiModel):
     return_url: ReturnUrl | None = None
     # Where the fiscal receipt goes, when the token carries no ``email`` claim.
     email: Email | None = None
+    # Ask the provider to keep the method for auto-renewal (the viewer's consent).
+    save_payment_method: bool = False
 
 
 class DiscountOut(BaseModel):

@@ -14,9 +14,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.checkout import links, webhook_events
+from billing.checkout.errors import (
+    CUSTOMER_EMAIL_REQUIRED,
+    INVOICE_EXPIRED,
+    INVOICE_NOT_FOUND,
+    INVOICE_NOT_OPEN,
+    PAYMENT_NOT_FOUND,
+    PAYMENT_NOT_REFUNDABLE,
+    PROVIDER_UNAVAILABLE,
+    REFUND_WINDOW_EXPIRED,
+)
 from billing.checkout.providers.base import (
     PaymentProvider,
     ProviderError,
@@ -27,24 +38,27 @@ from billing.checkout.providers.base import (
     ProviderRejected,
     ProviderUnavailable,
     Receipt,
+    SavedMethod,
 )
 from billing.checkout.providers.registry import Providers, UnknownProvider
 from billing.checkout.receipts import sale_receipt
 from billing.checkout.refund_window import refund_deadline, refund_window_open
 from billing.config import Settings
 from billing.db import transaction
-from billing.errors import Problem, not_found
+from billing.errors import Problem
 from billing.models import (
     Invoice,
     InvoiceStatus,
     Payment,
     PaymentStatus,
+    ProviderCustomer,
     Refund,
     RefundReason,
     RefundStatus,
     Tariff,
 )
 from billing.outbox.service import EventType, add_event
+from billing.payment_methods.service import remember_method
 from billing.pricing.service import (
     quote_for,
     redeem_promo_reservation,
@@ -140,7 +154,7 @@ async def get_own_invoice(
         query = query.with_for_update().execution_options(populate_existing=True)
     invoice = await session.scalar(query)
     if invoice is None:
-        raise not_found("invoice")
+        raise INVOICE_NOT_FOUND()
     return invoice
 
 
@@ -148,9 +162,9 @@ def _require_open(invoice: Invoice, now: datetime) -> None:
     if invoice.status == InvoiceStatus.EXPIRED or (
         invoice.status == InvoiceStatus.OPEN and invoice.expires_at <= now
     ):
-        raise Problem(409, "invoice_expired", "the invoice has expired; issue a new one")
+        raise INVOICE_EXPIRED()
     if invoice.status != InvoiceStatus.OPEN:
-        raise Problem(409, "invoice_not_open", f"the invoice is {invoice.status}")
+        raise INVOICE_NOT_OPEN(f"the invoice is {invoice.status}")
 
 
 # --- payments -------------------------------------------------------------------------------
@@ -175,7 +189,7 @@ def provider_for(providers: Providers, name: str) -> PaymentProvider:
         return providers[name]
     except UnknownProvider as error:
         log.error("%s", error)
-        raise Problem(503, "provider_unavailable", "the payment provider is unavailable") from None
+        raise PROVIDER_UNAVAILABLE("the payment provider is unavailable") from None
 
 
 async def start_payment(
@@ -188,6 +202,7 @@ async def start_payment(
     customer_email: str | None,
     now: datetime,
     settings: Settings,
+    save_payment_method: bool = False,
 ) -> Payment:
     """Start (or resume) the invoice's payment and answer where to send the viewer.
 
@@ -198,6 +213,12 @@ async def start_payment(
     nothing written, no provider call); its receipt is fixed here, so every attempt sends
     the same one.
     """
+    customer_id = None
+    if save_payment_method and providers.for_new_payments.keeps_customers:
+        # Before any transaction: it may ask the provider (once per viewer).
+        customer_id = await _customer_of(
+            sessions, providers.for_new_payments, user_id, customer_email
+        )
     async with transaction(sessions) as session:
         # The invoice lock (held for this short transaction only) orders concurrent starts:
         # the second finds the first's pending row.
@@ -213,11 +234,7 @@ async def start_payment(
         customer_email = customer_email or invoice.customer_email
         if payment is None:
             if settings.receipts_on and customer_email is None:
-                raise Problem(
-                    422,
-                    "customer_email_required",
-                    "a fiscal receipt needs the viewer's e-mail: give `email`",
-                )
+                raise CUSTOMER_EMAIL_REQUIRED()
             provider = providers.for_new_payments
             payment = Payment(
                 id=uuid.uuid4(),
@@ -229,7 +246,8 @@ async def start_payment(
                 amount=invoice.total_amount,
                 currency=invoice.currency,
                 return_url=return_url,
-                provider_data={},
+                save_payment_method=save_payment_method,
+                provider_data={"customer": customer_id} if customer_id else {},
                 # The provider's windows are on its own (real) clock, whatever ours says.
                 requested_at=datetime.now(UTC),
                 customer_email=customer_email,
@@ -268,7 +286,35 @@ async def _payment_request(
         "requested_at": payment.requested_at or payment.created_at,
         "customer_email": payment.customer_email,
         "receipt": Receipt.from_json(payment.receipt) if payment.receipt else None,
+        "save_payment_method": payment.save_payment_method,
+        "customer_id": payment.provider_data.get("customer"),
     }
+
+
+async def _customer_of(
+    sessions: Sessions, provider: PaymentProvider, user_id: uuid.UUID, email: str | None
+) -> str:
+    """The provider's customer for the viewer (Stripe saves a card on one): made once, with
+    a key of the viewer's, so two first payments at once still make one."""
+    async with sessions() as session:
+        known = await session.get(ProviderCustomer, (provider.name, user_id))
+    if known is not None:
+        return known.customer_id
+    try:
+        customer_id = await provider.create_customer(
+            user_id=user_id,
+            email=email,
+            idempotence_key=str(uuid.uuid5(uuid.NAMESPACE_URL, f"billing-customer:{user_id}")),
+        )
+    except ProviderError as error:
+        raise _unavailable(error) from error
+    async with transaction(sessions) as session:
+        await session.execute(
+            insert(ProviderCustomer)
+            .values(provider=provider.name, user_id=user_id, customer_id=customer_id)
+            .on_conflict_do_nothing()
+        )
+    return customer_id
 
 
 async def _create_at_provider(
@@ -298,7 +344,7 @@ async def _create_at_provider(
             stored.provider_data = {**stored.provider_data, **remote.data}
         elif stored.provider_payment_id != remote.provider_payment_id:
             log.error("payment %s: the provider answered another payment id", stored.id)
-            raise Problem(503, "provider_unavailable", "the payment provider is unavailable")
+            raise PROVIDER_UNAVAILABLE("the payment provider is unavailable")
         refund = await settle_from_provider(session, stored, remote, now=now)
     await _refund_if_due(sessions, providers, refund, now=now)
     return stored
@@ -325,14 +371,14 @@ async def _locked_payment(session: AsyncSession, payment_id: uuid.UUID) -> Payme
         .execution_options(populate_existing=True)
     )
     if payment is None:
-        raise not_found("payment")
+        raise PAYMENT_NOT_FOUND()
     return payment
 
 
 def _unavailable(error: ProviderError) -> Problem:
     if not isinstance(error, ProviderUnavailable):
         log.error("payment provider refused a request: %s", error)
-    return Problem(503, "provider_unavailable", "the payment provider is unavailable; try again")
+    return PROVIDER_UNAVAILABLE()
 
 
 async def get_own_payment(
@@ -342,7 +388,7 @@ async def get_own_payment(
         select(Payment).where(Payment.id == payment_id, Payment.user_id == user_id)
     )
     if payment is None:
-        raise not_found("payment")
+        raise PAYMENT_NOT_FOUND()
     return payment
 
 
@@ -371,7 +417,7 @@ async def sync_payment(
     async with sessions() as session:
         payment = await session.get(Payment, payment_id)
         if payment is None:
-            raise not_found("payment")
+            raise PAYMENT_NOT_FOUND()
         if payment.status == PaymentStatus.PENDING and payment.provider_payment_id is None:
             invoice = await session.get_one(Invoice, payment.invoice_id)
             request = await _payment_request(session, payment, invoice, settings)
@@ -454,7 +500,9 @@ async def settle_from_provider(
             if not await _still_payable(session, invoice):
                 return _refund_at_once(session, payment, RefundReason.INVOICE_EXPIRED, now=now)
             tariff = await session.get_one(Tariff, invoice.tariff_id)
-            await _settle(session, invoice, tariff, payment=payment, now=now)
+            await _settle(
+                session, invoice, tariff, payment=payment, now=now, saved_method=remote.saved_method
+            )
         elif remote.status == ProviderPaymentStatus.CANCELED:
             payment.status = PaymentStatus.CANCELED
     elif payment.status == PaymentStatus.SUCCEEDED and remote.refunded_amount >= payment.amount > 0:
@@ -497,8 +545,10 @@ async def _settle(
     *,
     payment: Payment | None,
     now: datetime,
+    saved_method: SavedMethod | None = None,
 ) -> None:
-    """The invoice is paid: redeem its promo code, extend access, tell the viewer."""
+    """The invoice is paid: redeem its promo code, extend access, tell the viewer; keep the
+    method the payment saved, if the viewer asked (auto-renewal)."""
     invoice.status = InvoiceStatus.PAID
     invoice.paid_at = payment.paid_at if payment else now
     if invoice.promo_code_id is not None:
@@ -508,6 +558,10 @@ async def _settle(
     )
     if payment is not None:
         payment.period_start, payment.period_end = start, end
+        if payment.save_payment_method and saved_method is not None:
+            await remember_method(
+                session, payment, saved_method, subscription, months=invoice.months, now=now
+            )
     add_event(
         session,
         EventType.PAYMENT_SUCCEEDED,
@@ -553,19 +607,15 @@ async def refund_payment(
             .execution_options(populate_existing=True)
         )
         if payment is None:
-            raise not_found("payment")
+            raise PAYMENT_NOT_FOUND()
         if payment.status != PaymentStatus.SUCCEEDED or payment.provider_payment_id is None:
-            raise Problem(409, "payment_not_refundable", f"the payment is {payment.status}")
+            raise PAYMENT_NOT_REFUNDABLE(f"the payment is {payment.status}")
         refund = await _live_refund(session, payment.id)
         if refund is None:
             assert payment.paid_at is not None
             if not refund_window_open(payment.paid_at, now, settings.refund_window):
                 deadline = refund_deadline(payment.paid_at, settings.refund_window)
-                raise Problem(
-                    409,
-                    "refund_window_expired",
-                    f"refunds are possible until {deadline.isoformat()}",
-                )
+                raise REFUND_WINDOW_EXPIRED(f"refunds are possible until {deadline.isoformat()}")
             refund = _new_refund(payment, RefundReason.REQUESTED, now=now)
             session.add(refund)
         # else: asked before and not finished; asked in time, so the window is no matter.
@@ -651,7 +701,7 @@ async def _refund_at_provider(
         )
         await _apply_refund_answer(session, payment, stored, remote, now=now)
     if stored.status == RefundStatus.CANCELED:
-        raise Problem(409, "payment_not_refundable", "the provider declined the refund")
+        raise PAYMENT_NOT_REFUNDABLE("the provider declined the refund")
     return payment
 
 

@@ -7,12 +7,12 @@ import uuid
 from fastapi import APIRouter
 
 from billing.auth import AdminPrincipal
-from billing.config import Settings
+from billing.catalog.errors import TARIFF_INACTIVE, TARIFF_NOT_FOUND
 from billing.dependencies import ClockDep, SessionDep, SettingsDep
-from billing.models import Subscription, SubscriptionStatus
+from billing.errors import problems
 from billing.schemas import ApiModel, Moment
 from billing.subscriptions import admin
-from billing.subscriptions.periods import access_until
+from billing.subscriptions.endpoints import subscription_out
 from billing.subscriptions.schemas import SubscriptionOut
 
 admin_router = APIRouter(tags=["admin: subscriptions"])
@@ -23,18 +23,9 @@ class SubscriptionChange(ApiModel):
     current_period_end: Moment | None = None
 
 
-def subscription_out(subscription: Subscription, settings: Settings) -> SubscriptionOut:
-    return SubscriptionOut(
-        id=subscription.id,
-        tariff_id=subscription.tariff_id,
-        role=subscription.role,
-        status=SubscriptionStatus(subscription.status),
-        current_period_end=subscription.current_period_end,
-        access_until=access_until(subscription.current_period_end, settings.grace_period),
-    )
-
-
-@admin_router.put("/users/{user_id}/subscription")
+@admin_router.put(
+    "/users/{user_id}/subscription", responses=problems(TARIFF_NOT_FOUND, TARIFF_INACTIVE)
+)
 async def change_user_tariff(
     user_id: uuid.UUID,
     body: SubscriptionChange,

@@ -17,6 +17,10 @@ class SubscriptionOut(BaseModel):
     status: SubscriptionStatus
     current_period_end: datetime
     access_until: datetime  # current_period_end + grace period
+    auto_renew: bool
+    payment_method_id: uuid.UUID | None
+    renews_at: datetime | None  # when the next charge without the viewer is planned
+    renewal_months: int | None
 
 
 class Entitlements(BaseModel):

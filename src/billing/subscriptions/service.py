@@ -11,7 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.models import Subscription, SubscriptionStatus, Tariff
 from billing.outbox.service import EventType, add_event
+from billing.payment_methods.errors import PAYMENT_METHOD_REQUIRED
+from billing.payment_methods.service import usable_method
 from billing.schemas import Page
+from billing.subscriptions.errors import SUBSCRIPTION_NOT_FOUND
 from billing.subscriptions.periods import extension, period_end_after_refund
 
 LIVE = (SubscriptionStatus.ACTIVE, SubscriptionStatus.GRACE)
@@ -121,3 +124,21 @@ async def roles_with_access(
         .distinct()
     )
     return list(rows)
+
+
+async def set_auto_renew(
+    session: AsyncSession, subscription_id: uuid.UUID, user_id: uuid.UUID, *, on: bool
+) -> Subscription:
+    """The viewer turns renewal off (cancel at period end: access is unchanged until
+    ``access_until``) or on again (resume: only with a saved method still usable)."""
+    subscription = await session.scalar(
+        select(Subscription)
+        .where(Subscription.id == subscription_id, Subscription.user_id == user_id)
+        .with_for_update()
+    )
+    if subscription is None:
+        raise SUBSCRIPTION_NOT_FOUND()
+    if on and await usable_method(session, subscription.payment_method_id, user_id) is None:
+        raise PAYMENT_METHOD_REQUIRED()
+    subscription.auto_renew = on
+    return subscription

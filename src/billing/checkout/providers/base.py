@@ -38,6 +38,17 @@ class ProviderRefundStatus(StrEnum):
 
 
 @dataclass(frozen=True)
+class SavedMethod:
+    """A payment method the provider kept for charges without the viewer."""
+
+    provider_method_id: str
+    title: str  # what the viewer recognises: "Bank card *4477"
+    card_last4: str | None = None
+    expires: str | None = None  # "2027-03"
+    customer_id: str | None = None  # the provider's customer it belongs to (Stripe)
+
+
+@dataclass(frozen=True)
 class ProviderPayment:
     """A payment as the provider sees it."""
 
@@ -50,6 +61,8 @@ class ProviderPayment:
     refunded_amount: int = 0
     # Provider-specific facts billing keeps for later calls (e.g. Stripe's payment intent).
     data: Mapping[str, Any] = field(default_factory=dict)
+    # The method the provider saved with this payment, when the viewer asked to save it.
+    saved_method: SavedMethod | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +146,15 @@ class PaymentProvider(Protocol):
     # Whether this provider sends billing's 54-FZ receipts to the tax service (ЮKassa does;
     # Stripe mails its own receipt to ``customer_email``).
     sends_receipts: bool
+    # Whether a method is saved for (and charged through) a customer of the provider's,
+    # one per viewer (Stripe), made by ``create_customer``.
+    keeps_customers: bool
+
+    async def create_customer(
+        self, *, user_id: uuid.UUID, email: str | None, idempotence_key: str
+    ) -> str:
+        """The provider's customer for a viewer (only where ``keeps_customers``)."""
+        ...
 
     async def create_payment(
         self,
@@ -147,8 +169,12 @@ class PaymentProvider(Protocol):
         requested_at: datetime,
         customer_email: str | None = None,
         receipt: Receipt | None = None,
+        save_payment_method: bool = False,
+        customer_id: str | None = None,
     ) -> ProviderPayment:
         """Create the payment; retries reuse ``idempotence_key`` so at most one exists.
+        With ``save_payment_method`` the provider is asked to keep the method for charges
+        without the viewer (``ProviderPayment.saved_method`` once paid).
 
         ``requested_at`` is the real time of the first attempt with this key: a provider
         that judges windows by its own clock computes them from it, so that a retry (the

@@ -44,6 +44,7 @@ from billing.checkout.providers.base import (
     ProviderRejected,
     ProviderUnavailable,
     Receipt,
+    SavedMethod,
 )
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ MAX_LIFETIME = timedelta(hours=24)
 LIFETIME_MARGIN = timedelta(minutes=1)
 SIGNATURE_TOLERANCE = 300  # seconds; the SDK's default and Stripe's recommendation
 # One read answers status, payment intent, payment time and refunded amount.
-SESSION_EXPAND = ["payment_intent.latest_charge"]
+SESSION_EXPAND = ["payment_intent.latest_charge"]  # (its payment_method is an id)
 _T = TypeVar("_T")
 
 
@@ -123,6 +124,7 @@ class StripeProvider:
 
     name: str = "stripe"
     sends_receipts: bool = False  # Stripe mails its own receipt to customer_email
+    keeps_customers: bool = True  # a saved method is attached to the viewer's Customer
 
     def __init__(
         self,
@@ -161,6 +163,8 @@ class StripeProvider:
         requested_at: datetime,
         customer_email: str | None = None,
         receipt: Receipt | None = None,
+        save_payment_method: bool = False,
+        customer_id: str | None = None,
     ) -> ProviderPayment:
         reference = {"billing_payment_id": str(payment_id)}
         params: SessionCreateParams = {
@@ -182,8 +186,13 @@ class StripeProvider:
             "metadata": reference,
             "payment_intent_data": {"description": description, "metadata": reference},
         }
-        if customer_email:
+        if customer_id:
+            # Stripe takes the e-mail from the Customer then (customer_email is refused).
+            params["customer"] = customer_id
+        elif customer_email:
             params["customer_email"] = customer_email  # Stripe mails its receipt there
+        if save_payment_method:
+            params["payment_intent_data"]["setup_future_usage"] = "off_session"
         session = await self._call(
             "create a Checkout Session",
             self._stripe.v1.checkout.sessions.create_async(
@@ -204,6 +213,24 @@ class StripeProvider:
             ),
         )
         return _parse(session, _payment)
+
+    async def create_customer(
+        self, *, user_id: uuid.UUID, email: str | None, idempotence_key: str
+    ) -> str:
+        params: dict[str, Any] = {"metadata": {"billing_user_id": str(user_id)}}
+        if email:
+            params["email"] = email
+        customer = await self._call(
+            "create a Customer",
+            self._stripe.v1.customers.create_async(
+                params,  # type: ignore[arg-type]
+                {"idempotency_key": idempotence_key},
+            ),
+        )
+        customer_id = customer.get("id")
+        if not isinstance(customer_id, str) or not customer_id.startswith("cus_"):
+            raise ProviderUnavailable("Stripe answered an unexpected customer")
+        return customer_id
 
     async def capture_payment(
         self, provider_payment_id: str, *, amount: int, currency: str, idempotence_key: str
@@ -375,7 +402,38 @@ def _payment(session: dict[str, Any]) -> ProviderPayment:
         paid_at=paid_at,
         refunded_amount=_integer(charge, "amount_refunded") if charge is not None else 0,
         data={"payment_intent": intent_id} if intent_id is not None else {},
+        saved_method=_saved_method(intent, charge)
+        if state == ProviderPaymentStatus.SUCCEEDED
+        else None,
     )
+
+
+def _saved_method(intent: Any, charge: dict[str, Any] | None) -> SavedMethod | None:
+    """The card a paid session saved for charges without the viewer: its intent was made
+    with ``setup_future_usage=off_session`` and names a payment method and a customer; the
+    charge's ``payment_method_details.card`` says which card."""
+    if not isinstance(intent, dict) or intent.get("setup_future_usage") != "off_session":
+        return None
+    method = intent.get("payment_method")
+    method_id = method.get("id") if isinstance(method, dict) else method
+    customer = intent.get("customer")
+    customer_id = customer.get("id") if isinstance(customer, dict) else customer
+    if not isinstance(method_id, str) or not isinstance(customer_id, str):
+        return None
+    details = (charge or {}).get("payment_method_details") or {}
+    card = details.get("card") if isinstance(details, dict) else None
+    card = card if isinstance(card, dict) else {}
+    last4 = card.get("last4") if isinstance(card.get("last4"), str) else None
+    month, year = card.get("exp_month"), card.get("exp_year")
+    expires = (
+        f"{year:04d}-{month:02d}" if isinstance(month, int) and isinstance(year, int) else None
+    )
+    brand = str(card.get("brand") or "card").title()
+    title = f"{brand} *{last4}" if last4 else "Saved card"
+    return SavedMethod(
+        provider_method_id=method_id, title=title, card_last4=last4, expires=expires,
+        customer_id=customer_id,
+    )  # fmt: skip
 
 
 def _delayed_payment_failed(intent: Any) -> bool:

@@ -37,6 +37,7 @@ from billing.checkout.providers.base import (
     ProviderRejected,
     ProviderUnavailable,
     Receipt,
+    SavedMethod,
 )
 from billing.money import format_amount, parse_amount
 
@@ -75,6 +76,7 @@ class YooKassaProvider:
 
     name: str = "yookassa"
     sends_receipts: bool = True
+    keeps_customers: bool = False  # a saved method is the shop's, by its id alone
 
     def __init__(
         self,
@@ -113,6 +115,8 @@ class YooKassaProvider:
         requested_at: datetime,
         customer_email: str | None = None,
         receipt: Receipt | None = None,
+        save_payment_method: bool = False,
+        customer_id: str | None = None,
     ) -> ProviderPayment:
         # ЮKassa takes no expiry for a payment awaiting the viewer (its own lifetime is about
         # an hour); billing expires the invoice on its side, so ``expires_at`` is not sent.
@@ -125,6 +129,8 @@ class YooKassaProvider:
         }
         if receipt is not None:
             body["receipt"] = _receipt(receipt)
+        if save_payment_method:
+            body["save_payment_method"] = True
         answer = await self._call("POST", "/payments", json_body=body, key=idempotence_key)
         return self._parse(answer, _payment)
 
@@ -133,6 +139,11 @@ class YooKassaProvider:
     ) -> ProviderPayment:
         answer = await self._call("GET", f"/payments/{self._checked_id(provider_payment_id)}")
         return self._parse(answer, _payment)
+
+    async def create_customer(
+        self, *, user_id: uuid.UUID, email: str | None, idempotence_key: str
+    ) -> str:
+        raise ProviderRejected("ЮKassa keeps no customers", status=400)
 
     async def capture_payment(
         self, provider_payment_id: str, *, amount: int, currency: str, idempotence_key: str
@@ -320,6 +331,27 @@ def _payment(answer: Any) -> ProviderPayment:
         confirmation_url=confirmation_url,
         paid_at=paid_at,
         refunded_amount=refunded,
+        saved_method=_saved_method(obj.get("payment_method")),
+    )
+
+
+def _saved_method(method: Any) -> SavedMethod | None:
+    """ЮKassa's ``payment_method`` when it was saved (``saved: true``): ``{type, id, saved,
+    title, card: {first6, last4, expiry_month, expiry_year, card_type, …}}``."""
+    if not isinstance(method, dict) or method.get("saved") is not True:
+        return None
+    method_id = method.get("id")
+    if not isinstance(method_id, str) or not _ID.fullmatch(method_id):
+        raise _Malformed("a saved payment method without an id")
+    card: dict[str, Any] = method["card"] if isinstance(method.get("card"), dict) else {}
+    last4 = card.get("last4") if isinstance(card.get("last4"), str) else None
+    month, year = card.get("expiry_month"), card.get("expiry_year")
+    expires = f"{year}-{month}" if isinstance(month, str) and isinstance(year, str) else None
+    title = method.get("title")
+    if not isinstance(title, str) or not title:
+        title = f"Bank card *{last4}" if last4 else "Saved payment method"
+    return SavedMethod(
+        provider_method_id=method_id, title=title[:100], card_last4=last4, expires=expires
     )
 
 

@@ -1,0 +1,1 @@
+"""Payment methods viewers saved with a provider, and their consent to be charged."""
