@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.admin.service import create_admin_user
 from billing.clock import FrozenClock
+from billing.config import Settings
 from billing.models import (
     AdminRole,
     AdminSession,
@@ -42,6 +43,12 @@ from tests.integration.test_admin_api_payments import add_payment
 Headers = Callable[..., dict[str, str]]
 Sessions = async_sessionmaker[AsyncSession]
 PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """These tests read the panel in English (Russian is the default: test_admin_panel_i18n)."""
+    return settings.model_copy(update={"admin_locale": "en"})
 
 
 async def add_admin(
@@ -235,7 +242,7 @@ async def test_payments_list_shows_every_payment(
     page = await marta.get("/admin/payment/list")
     assert page.status_code == 200
     assert str(payments["anna"]) in page.text and str(payments["boris"]) in page.text
-    assert "499.00 RUB" in page.text and "299.00 RUB" in page.text
+    assert "499.00\u00a0₽" in page.text and "299.00\u00a0₽" in page.text
     # Newest first by default.
     assert page.text.index(str(payments["boris"])) < page.text.index(str(payments["anna"]))
     oldest_first = await marta.get("/admin/payment/list?sortBy=created_at&sort=asc")
@@ -370,12 +377,12 @@ async def test_a_price_change_keeps_the_history_and_names_the_admin(
     assert (entry.before["monthly_price"], entry.after["monthly_price"]) == (49900, 59990)
 
     listing = await marta.get("/admin/tariff/list")
-    assert "599.90 RUB" in listing.text
+    assert "599.90\u00a0₽" in listing.text
     details = await marta.get(f"/admin/tariff/details/{tariff.id}")
     history = details.text[details.text.index('id="price-history"') :]
-    assert "499.00 RUB" in history and "599.90 RUB" in history and "marta" in history
+    assert "499.00\u00a0₽" in history and "599.90\u00a0₽" in history and "marta" in history
     # The same change through the admin API's history.
-    assert (await marta.get("/admin/tariff-price/list")).text.count("599.90 RUB") == 1
+    assert (await marta.get("/admin/tariff-price/list")).text.count("599.90\u00a0₽") == 1
 
 
 async def test_saving_a_tariff_unchanged_records_nothing(
@@ -393,9 +400,9 @@ async def test_saving_a_tariff_unchanged_records_nothing(
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"monthly_price": "cheap"}, "an amount like 499 or 499.00"),
-        ({"monthly_price": "-5"}, "an amount like 499 or 499.00"),
-        ({"monthly_price": "4.999"}, "an amount like 499 or 499.00"),
+        ({"monthly_price": "cheap"}, "an amount like 499.00 or 499,00"),
+        ({"monthly_price": "-5"}, "an amount like 499.00 or 499,00"),
+        ({"monthly_price": "4.999"}, "an amount like 499.00 or 499,00"),
         ({"monthly_price": "100000001"}, "at most"),
         ({"name": "x" * 201}, "name:"),
     ],
@@ -541,7 +548,7 @@ async def test_personal_discounts_from_the_panel(
               "reason": "loyal", "save": "Save"},
     )  # fmt: skip
     assert created.status_code == 302, alert(created) or created.text
-    assert "15 %" in (await marta.get("/admin/user-discount/list")).text
+    assert "15\u00a0%" in (await marta.get("/admin/user-discount/list")).text
 
     edited = await marta.post(
         f"/admin/user-discount/edit/{user}",
@@ -591,7 +598,7 @@ async def test_duration_discounts_from_the_panel(
     async with sessions() as session:
         rule = await session.get_one(DurationDiscount, 3)
     assert rule.percent == Decimal("7.5")
-    assert "7.5 %" in (await marta.get("/admin/duration-discount/list")).text
+    assert "7.5\u00a0%" in (await marta.get("/admin/duration-discount/list")).text
 
     too_long = await marta.post(
         "/admin/duration-discount/create", data={"months": "13", "percent": "5", "save": "Save"}

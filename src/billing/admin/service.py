@@ -114,6 +114,13 @@ async def deactivate_admin_user(session: AsyncSession, username: str, actor: str
     return user
 
 
+async def set_admin_locale(session: AsyncSession, admin_user_id: uuid.UUID, locale: str) -> None:
+    """The panel's language for this account (a preference: not audited)."""
+    await session.execute(
+        update(AdminUser).where(AdminUser.id == admin_user_id).values(locale=locale)
+    )
+
+
 # Panel logins ---------------------------------------------------------------------------
 
 

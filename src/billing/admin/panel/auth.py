@@ -16,6 +16,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from billing.admin.panel.locale import set_locale
 from billing.admin.service import (
     SESSION_LIFETIME,
     end_session,
@@ -92,6 +93,7 @@ class AdminLogin(AuthenticationBackend):
         *,
         path: str,
         https_only: bool,
+        default_locale: str,
     ) -> None:
         # Not SQLAdmin's signed-cookie sessions: the server must be able to end a session.
         self.middlewares = [Middleware(ServerSessions, sessions=sessions, clock=clock)]
@@ -99,6 +101,7 @@ class AdminLogin(AuthenticationBackend):
         self.clock = clock
         self.path = path
         self.https_only = https_only
+        self.default_locale = default_locale
 
     async def login(self, request: Request) -> Response | bool:
         """Raises ``LoginThrottled`` (the panel answers 429)."""
@@ -150,6 +153,8 @@ class AdminLogin(AuthenticationBackend):
         if live is None:
             return False
         setattr(request.state, _STATE_KEY, live[1])
+        # Every page the account opens is in its language (the login page: the setting's).
+        set_locale(live[1].locale, self.default_locale)
         return True
 
     async def get_user_id(self, request: Request) -> Any:

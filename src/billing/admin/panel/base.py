@@ -9,8 +9,7 @@ import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -21,6 +20,7 @@ from sqladmin.authentication import login_required
 from sqladmin.flash import Flash, FlashLevel
 from sqladmin.formatters import BASE_FORMATTERS
 from sqladmin.helpers import Writer, secure_filename, stream_to_csv
+from sqladmin.i18n import I18nConfig
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
@@ -28,7 +28,9 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from wtforms import Field, Form, StringField
 
@@ -40,7 +42,12 @@ from billing.admin.panel.auth import (
     current_admin,
     route_path,
 )
-from billing.admin.service import LoginThrottled
+from billing.admin.panel.dashboard import dashboard_context
+from billing.admin.panel.locale import LOCALES, current_locale, gettext, install_catalogues
+from billing.admin.panel.locale import moment as moment
+from billing.admin.panel.locale import money as money
+from billing.admin.panel.locale import percent as percent
+from billing.admin.service import LoginThrottled, set_admin_locale
 from billing.checkout.admin_endpoints import parse_moment
 from billing.clock import Clock
 from billing.config import Settings
@@ -50,6 +57,7 @@ from billing.money import MAX_AMOUNT, format_amount, parse_amount
 
 Schema = TypeVar("Schema", bound=BaseModel)
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+STATIC = Path(__file__).resolve().parent.parent / "static"  # served beside SQLAdmin's
 log = logging.getLogger(__name__)
 
 # Everything the panel loads is its own (SQLAdmin's files are served by billing), and its
@@ -156,6 +164,7 @@ class BillingAdmin(Admin):
         self.settings = settings
         self.clock = clock
         self.sessions = sessions
+        install_catalogues()
         super().__init__(
             app,
             session_maker=async_sessionmaker(engine, expire_on_commit=False),
@@ -173,8 +182,25 @@ class BillingAdmin(Admin):
                 clock,
                 path=base_url,
                 https_only=settings.public_url.startswith("https://"),
+                default_locale=settings.admin_locale,
             ),
             authorization_backend=RoleAccess(admin_only),
+            # The language is the account's (set on authentication), else the setting's;
+            # no cookie or browser header decides it.
+            i18n_config=I18nConfig(
+                default_locale=settings.admin_locale,
+                language_cookie_name=None,
+                language_header_name=None,
+            ),
+        )
+        routes = self.admin.router.routes
+        for index, route in enumerate(routes):
+            if isinstance(route, Mount) and route.name == "statics":
+                # Chart.js and the panel's own files, then SQLAdmin's: all served by billing.
+                statics = StaticFiles(directory=STATIC, packages=["sqladmin"])
+                routes[index] = Mount("/statics", app=statics, name="statics")
+        routes.insert(
+            0, Route("/language", endpoint=self.language, name="language", methods=["POST"])
         )
 
     async def login(self, request: Request) -> Response:
@@ -186,7 +212,10 @@ class BillingAdmin(Admin):
             page = await self.templates.TemplateResponse(
                 request,
                 "sqladmin/login.html",
-                {"error": f"Too many failed logins: try again in {math.ceil(seconds / 60)} min."},
+                {
+                    "error": gettext("Too many failed logins: try again in %(minutes)s min.")
+                    % {"minutes": math.ceil(seconds / 60)}
+                },
                 status_code=429,
             )
             page.headers["Retry-After"] = str(seconds)
@@ -194,10 +223,24 @@ class BillingAdmin(Admin):
 
     @login_required
     async def index(self, request: Request) -> Response:
-        """What the panel offers, with links (the menu has the same)."""
-        return await self.templates.TemplateResponse(
-            request, "billing_admin/index.html", {"admin_user": current_admin(request)}
+        """The dashboard: the period's figures and charts (``?days=7`` or ``?from=&to=``)."""
+        context = await dashboard_context(
+            request, sessions=self.sessions, settings=self.settings, clock=self.clock
         )
+        return await self.templates.TemplateResponse(
+            request, "billing_admin/index.html", {"admin_user": current_admin(request), **context}
+        )
+
+    @login_required
+    async def language(self, request: Request) -> Response:
+        """The signed-in account's language for the panel (kept on the account)."""
+        form = await request.form()
+        chosen = form.get("locale")
+        if isinstance(chosen, str) and chosen in LOCALES:
+            async with transaction(self.sessions) as session:
+                await set_admin_locale(session, current_admin(request).id, chosen)
+        back = request.headers.get("referer") or str(request.url_for("admin:index"))
+        return RedirectResponse(back, status_code=303)
 
 
 def validated(schema: type[Schema], data: dict[str, Any]) -> Schema:
@@ -213,21 +256,19 @@ def validated(schema: type[Schema], data: dict[str, Any]) -> Schema:
         raise Problem(422, "validation_error", detail) from None
 
 
-def moment(value: datetime) -> str:
-    """Times in the panel: UTC to the second (exports keep the full value)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def money(amount: int | None, currency: str | None) -> str:
-    return "—" if amount is None else f"{format_amount(amount)} {currency or ''}".strip()
-
-
-def percent(value: Decimal | None) -> str:
-    return "—" if value is None else f"{value.normalize():f} %"
+def typed_amount(text: str) -> int:
+    """Roubles as people type them: ``499``, ``499.00``, ``499,00`` (the Russian decimal
+    comma), ``1 422,15`` (spaces between thousands), an optional ``₽``; kept as minor units.
+    Both a comma and a point (``1,422.15``) is ambiguous, so refused."""
+    compact = "".join(text.replace("₽", "").split())
+    if "," in compact and "." in compact:
+        raise ValueError(compact)
+    return parse_amount(compact.replace(",", "."))
 
 
 class AmountField(StringField):
-    """Money as people type it (``499`` or ``499.00``), kept as minor units (``49900``)."""
+    """Money as people type it (``typed_amount``), kept as minor units (``49900``); shown in
+    the panel's language (``499,00`` in Russian)."""
 
     data: int | None  # type: ignore[assignment]
 
@@ -237,17 +278,20 @@ class AmountField(StringField):
             self.data = None
             return
         try:
-            amount = parse_amount(text)
+            amount = typed_amount(text)
         except ValueError:
             self.data = None
-            raise ValueError("an amount like 499 or 499.00") from None
+            raise ValueError(gettext("an amount like 499.00 or 499,00")) from None
         if amount > MAX_AMOUNT:
-            raise ValueError(f"at most {format_amount(MAX_AMOUNT)}")
+            raise ValueError(gettext("at most %(amount)s") % {"amount": money(MAX_AMOUNT, None)})
         self.data = amount
 
     def _value(self) -> str:
+        if self.raw_data and self.errors:
+            return str(self.raw_data[0])  # what was typed stays, beside its error
         if isinstance(self.data, int):
-            return format_amount(self.data)
+            typed = format_amount(self.data)
+            return typed.replace(".", ",") if current_locale() == "ru" else typed
         return str(self.data or "")
 
 
