@@ -18,7 +18,7 @@ PRODUCT_TABLES = {
     "promo_code_tariffs", "promo_redemptions", "invoices", "payments", "refunds",
     "subscriptions", "outbox_events", "idempotency_keys", "admin_users", "audit_log",
     "processed_webhook_events", "admin_sessions", "admin_login_failures",
-    "payment_methods", "provider_customers",
+    "payment_methods", "provider_customers", "renewal_attempts",
 }  # fmt: skip
 # The built-in sandbox's own records (billing.sandbox.models, on the same Base).
 SANDBOX_TABLES = {

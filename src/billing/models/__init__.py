@@ -21,7 +21,12 @@ from billing.models.operations import (
     IdempotencyKey,
 )
 from billing.models.outbox import OutboxEvent, OutboxStatus
-from billing.models.payment_methods import PaymentMethod, ProviderCustomer
+from billing.models.payment_methods import (
+    PaymentMethod,
+    ProviderCustomer,
+    RenewalAttempt,
+    RenewalAttemptStatus,
+)
 from billing.models.pricing import (
     DurationDiscount,
     PromoCode,
@@ -54,6 +59,8 @@ __all__ = [
     "PaymentStatus",
     "ProcessedWebhookEvent",
     "ProviderCustomer",
+    "RenewalAttempt",
+    "RenewalAttemptStatus",
     "PromoCode",
     "PromoRedemption",
     "RedemptionStatus",

@@ -1,14 +1,15 @@
-"""Payment methods viewers saved with a provider, for charges without them (auto-renewal)."""
+"""Payment methods viewers saved with a provider, and the renewals charged to them."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, String, text
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from billing.models.base import Base, Timestamp, created_at, uuid_pk
+from billing.models.base import Base, Timestamp, created_at, one_of, updated_at, uuid_pk
 
 
 class PaymentMethod(Base):
@@ -53,3 +54,35 @@ class ProviderCustomer(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     customer_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = created_at()
+
+
+class RenewalAttemptStatus(StrEnum):
+    CHARGING = "charging"  # asked (or about to ask) the provider; outcome not known yet
+    SUCCEEDED = "succeeded"
+    DECLINED = "declined"
+
+
+class RenewalAttempt(Base):
+    """One try at charging a saved method for a subscription's next period. The unique key
+    (subscription, period end, attempt number) is what makes a renewal exactly-once: two
+    workers, a crash and a retry can never open the same attempt twice, and each attempt's
+    payment carries its own idempotence key to the provider."""
+
+    __tablename__ = "renewal_attempts"
+    __table_args__ = (
+        one_of("status", RenewalAttemptStatus),
+        UniqueConstraint("subscription_id", "period_end", "attempt"),
+        Index("ix_renewal_attempts_payment_id", "payment_id"),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    subscription_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("subscriptions.id"))
+    period_end: Mapped[Timestamp]  # the end of the period this renews
+    attempt: Mapped[int]  # 1, 2, …
+    invoice_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("invoices.id"))
+    payment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("payments.id"))
+    status: Mapped[str] = mapped_column(String(16), default=RenewalAttemptStatus.CHARGING)
+    reason: Mapped[str | None] = mapped_column(String(64))  # the decline's, neutral
+    next_attempt_at: Mapped[Timestamp | None]  # a soft decline's retry; None: no retry
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
