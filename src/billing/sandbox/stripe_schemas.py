@@ -296,8 +296,9 @@ class SessionIn(_Form):
     # Subscriptions and setup sessions are not emulated; billing sells months at once.
     mode: Literal["payment"]
     line_items: list[LineItemIn] = Field(min_length=1, max_length=100)
-    # Required for the hosted page (the only ``ui_mode`` emulated), as at Stripe.
-    ui_mode: Literal["hosted"] = "hosted"
+    # Required for the hosted page (the only ``ui_mode`` emulated), as at Stripe; ``hosted``,
+    # its older name, is still taken.
+    ui_mode: Literal["hosted_page", "hosted"] = "hosted_page"
     success_url: Url
     cancel_url: Url | None = None
     customer_email: str | None = Field(default=None, max_length=800, pattern=r"^[^@\s]+@[^@\s]+$")
@@ -398,15 +399,19 @@ def session_object(
     body: dict[str, Any] = {
         "id": session.id,
         "object": "checkout.session",
+        "adaptive_pricing": None,
         "after_expiration": None,
         "allow_promotion_codes": None,
+        "allowed_payment_method_types": None,
         "amount_subtotal": session.amount_total,
         "amount_total": session.amount_total,
-        "automatic_tax": {"enabled": False, "liability": None, "status": None},
+        "automatic_tax": {"enabled": False, "liability": None, "provider": None, "status": None},
         "billing_address_collection": None,
+        "branding_settings": None,
         "cancel_url": session.cancel_url,
         "client_reference_id": session.client_reference_id,
         "client_secret": None,
+        "collected_information": None,
         "consent": None,
         "consent_collection": None,
         "created": unix(session.created_at),
@@ -420,12 +425,15 @@ def session_object(
             "terms_of_service_acceptance": None,
         },
         "customer": None,
+        "customer_account": None,
         "customer_creation": "if_required",
         # What the customer entered on the page; the sandbox's page asks for nothing more.
         "customer_details": (
             {
                 "address": None,
+                "business_name": None,
                 "email": email,
+                "individual_name": None,
                 "name": None,
                 "phone": None,
                 "tax_exempt": "none",
@@ -435,7 +443,10 @@ def session_object(
             else None
         ),
         "customer_email": email,
+        "discounts": [],
+        "excluded_payment_method_types": None,
         "expires_at": unix(session.expires_at),
+        "integration_identifier": None,
         "invoice": None,
         "invoice_creation": {
             "enabled": False,
@@ -451,22 +462,29 @@ def session_object(
         },
         "livemode": False,
         "locale": state.get("locale"),
+        "managed_payments": None,
         "metadata": merchant_part(session.merchant_metadata),
         "mode": "payment",
+        "name_collection": None,
+        "optional_items": None,
+        "origin_context": None,
         "payment_intent": intent,
         "payment_link": None,
         "payment_method_collection": "if_required",
         "payment_method_configuration_details": None,
-        "payment_method_options": {},
+        "payment_method_options": {"card": {"request_three_d_secure": "automatic"}},
         "payment_method_types": ["card"],
         "payment_status": "paid" if is_paid(session) else "unpaid",
+        "permissions": None,
         "phone_number_collection": {"enabled": False},
+        "presentment_details": None,
         "recovered_from": None,
+        "redirect_on_completion": None,
+        "return_url": None,
         "saved_payment_method_options": None,
         "setup_intent": None,
         "shipping_address_collection": None,
         "shipping_cost": None,
-        "shipping_details": None,
         "shipping_options": [],
         "status": session.status,
         "submit_type": None,
@@ -474,12 +492,13 @@ def session_object(
         "success_url": session.success_url,
         "tax_id_collection": {"enabled": False, "required": "never"},
         "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
-        "ui_mode": "hosted",
+        "ui_mode": "hosted_page",
         "url": (
             checkout_url(public_url, session.id)
             if session.status == SandboxStripeSessionStatus.OPEN
             else None
         ),
+        "wallet_options": None,
     }
     if "line_items" in expand:
         body["line_items"] = line_items_list(session)
@@ -504,10 +523,11 @@ def line_items_list(session: SandboxStripeSession) -> dict[str, Any]:
             "unit_amount_decimal": str(item["unit_amount"]),
         }  # fmt: skip
         items.append({
-            "id": derived_id("li_", source), "object": "item", "amount_discount": 0,
+            "id": derived_id("li_", source), "object": "item", "adjustable_quantity": None,
+            "amount_discount": 0,
             "amount_subtotal": total, "amount_tax": 0, "amount_total": total,
-            "currency": session.currency, "description": item["name"], "price": price,
-            "quantity": item["quantity"],
+            "currency": session.currency, "description": item["name"], "metadata": {},
+            "price": price, "quantity": item["quantity"],
         })  # fmt: skip
     return {
         "object": "list",
@@ -530,7 +550,8 @@ def payment_intent_object(
         "object": "payment_intent",
         "amount": session.amount_total,
         "amount_capturable": 0,
-        "amount_details": {"tip": {}},
+        "amount_details": {"discount_amount": None, "error": None, "shipping": None, "tax": None,
+                           "tip": {}},
         "amount_received": session.amount_total if succeeded else 0,
         "application": None,
         "application_fee_amount": None,
@@ -538,19 +559,24 @@ def payment_intent_object(
         "canceled_at": None,
         "cancellation_reason": None,
         "capture_method": "automatic_async",  # Checkout's default for one-off payments
+        "allowed_payment_method_types": None,
         "client_secret": f"{session.payment_intent_id}_secret_{derived_id('', session.id)}",
         "confirmation_method": "automatic",
         "created": intent["created"],
         "currency": session.currency,
         "customer": None,
+        "customer_account": None,
         "description": session.payment_intent_description,
-        "invoice": None,
+        "excluded_payment_method_types": None,
+        "hooks": None,
         "last_payment_error": _payment_error(session, error) if error else None,
         "latest_charge": charge_object(session) if "latest_charge" in expand else session.charge_id,
         "livemode": False,
+        "managed_payments": None,
         "metadata": session.payment_intent_metadata,
         "next_action": None,
         "on_behalf_of": None,
+        "payment_details": None,
         "payment_method": (
             None if intent["status"] == "requires_payment_method" else payment_method_id(session)
         ),
@@ -559,6 +585,8 @@ def payment_intent_object(
                                             "network": None,
                                             "request_three_d_secure": "automatic"}},
         "payment_method_types": ["card"],
+        "payment_record": None,
+        "presentment_details": None,
         "processing": None,
         "receipt_email": None,
         "review": None,
@@ -605,6 +633,7 @@ def charge_object(session: SandboxStripeSession) -> dict[str, Any]:
         "application": None,
         "application_fee": None,
         "application_fee_amount": None,
+        "authorization_code": None,
         "balance_transaction": derived_id("txn_", session.charge_id or "") if succeeded else None,
         "billing_details": {
             "address": {
@@ -618,6 +647,7 @@ def charge_object(session: SandboxStripeSession) -> dict[str, Any]:
             "email": state_of(session.merchant_metadata).get("customer_email"),
             "name": None,
             "phone": None,
+            "tax_id": None,
         },
         "calculated_statement_descriptor": "BILLING SANDBOX",
         "captured": succeeded,
@@ -630,7 +660,6 @@ def charge_object(session: SandboxStripeSession) -> dict[str, Any]:
         "failure_code": failure["code"] if failure else None,
         "failure_message": failure["message"] if failure else None,
         "fraud_details": {},
-        "invoice": None,
         "livemode": False,
         "metadata": session.payment_intent_metadata,
         "on_behalf_of": None,
@@ -642,18 +671,42 @@ def charge_object(session: SandboxStripeSession) -> dict[str, Any]:
             "type": "card",
             "card": {
                 **SANDBOX_CARD,
+                "fingerprint": None,
+                "amount_authorized": session.amount_total if failure is None else None,
+                "authorization_code": None,
+                "capture_before": None,
                 "checks": None,
+                "description": None,
+                "electronic_commerce_indicator": None,
+                "extended_authorization": {"status": "disabled"},
+                "iin": None,
+                "incremental_authorization": {"status": "unavailable"},
+                "installments": None,
+                "issuer": None,
+                "mandate": None,
+                "moto": None,
+                "multicapture": {"status": "unavailable"},
                 "network": "visa",
+                "network_token": {"used": False},
+                "network_transaction_id": None,
+                "overcapture": {"maximum_amount_capturable": session.amount_total,
+                                "status": "unavailable"},
+                "regulated_status": "unregulated",
+                "setup_credential_usage": None,
+                "stored_credential_usage": None,
                 "three_d_secure": None,
+                "transaction_link_id": None,
                 "wallet": None,
             },
         },
+        "presentment_details": None,
         "receipt_email": None,
         "receipt_number": None,
         "receipt_url": None,
         "refunded": session.amount_refunded == session.amount_total,
         "review": None,
         "shipping": None,
+        "source": None,
         "source_transfer": None,
         "statement_descriptor": None,
         "statement_descriptor_suffix": None,
@@ -667,11 +720,19 @@ def _outcome(status: str, failure: dict[str, Any] | None) -> dict[str, Any] | No
     if status == "pending":
         return None
     if failure is not None:
-        return {"network_status": "declined_by_network", "reason": failure.get("decline_code"),
-                "risk_level": "normal", "seller_message": "The bank did not approve the payment.",
+        return {**_NO_ADVICE, "network_status": "declined_by_network",
+                "reason": failure.get("decline_code"), "risk_level": "normal",
+                "seller_message": "The bank did not approve the payment.",
                 "type": "issuer_declined"}  # fmt: skip
-    return {"network_status": "approved_by_network", "reason": None, "risk_level": "normal",
-            "seller_message": "Payment complete.", "type": "authorized"}  # fmt: skip
+    return {**_NO_ADVICE, "network_status": "approved_by_network", "reason": None,
+            "risk_level": "normal", "seller_message": "Payment complete.",
+            "type": "authorized"}  # fmt: skip
+
+
+# What an outcome says beyond the decision; the sandbox has no network codes, Radar rules
+# or scores to tell.
+_NO_ADVICE = {"advice_code": None, "network_advice_code": None, "network_decline_code": None,
+              "risk_score": None, "rule": None}  # fmt: skip
 
 
 def refund_object(refund: SandboxStripeRefund, session: SandboxStripeSession) -> dict[str, Any]:
@@ -683,11 +744,17 @@ def refund_object(refund: SandboxStripeRefund, session: SandboxStripeSession) ->
         "charge": session.charge_id,
         "created": unix(refund.created_at),
         "currency": refund.currency,
-        "destination_details": {"card": {"reference_status": "pending", "reference_type":
-                                         "acquirer_reference_number", "type": "refund"},
+        "customer": state_of(session.merchant_metadata).get("customer"),
+        "customer_account": None,
+        "destination_details": {"card": {"reference": None, "reference_status": "pending",
+                                         "reference_type": "acquirer_reference_number",
+                                         "type": "refund"},
                                 "type": "card"},
         "metadata": refund.merchant_metadata,
         "payment_intent": session.payment_intent_id,
+        "payment_method": payment_method_id(session),
+        "pending_reason": None,
+        "presentment_details": None,
         "reason": refund.reason,
         "receipt_number": None,
         "source_transfer_reversal": None,
@@ -711,6 +778,7 @@ def event(
         "id": new_id("evt_"),
         "object": "event",
         "api_version": stripe.api_version,  # the version the installed SDK speaks
+        "context": None,  # for events of connected accounts and organizations
         "created": unix(created),
         "data": {"object": subject},
         "livemode": False,
