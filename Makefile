@@ -28,12 +28,22 @@ lint: $(INSTALLED)
 	$(BIN)/mypy
 
 ## Speed and memory benchmarks on the machine's PostgreSQL (method and last results: bench/README.md)
-BENCH_SIZES ?= 10000,100000,1000000
-BENCH_REPEATS ?= 3
-.PHONY: bench
+## make bench: HTTP load vs pgbench (bench/results.md) + scheduler jobs at 10k/100k + quotes (≈ 12 min)
+## make bench-quick: the same HTTP scenarios in short runs, a smoke check for CI (≈ 2 min)
+## make bench-scale: the scheduler jobs at 10k/100k/1M, 3 repeats (≈ 1 h)
+BENCH_SIZES ?= 10000,100000
+BENCH_REPEATS ?= 1
+.PHONY: bench bench-quick bench-scale
 bench: $(INSTALLED)
 	$(BIN)/python bench/jobs_at_scale.py --sizes $(BENCH_SIZES) --repeats $(BENCH_REPEATS) --json bench/results/jobs_at_scale.json
 	$(BIN)/python bench/quote_latency.py --json bench/results/quote_latency.json
+	$(BIN)/python bench/http_load.py --markdown bench/results.md --json bench/results/http_load.json
+
+bench-quick: $(INSTALLED)
+	$(BIN)/python bench/http_load.py --quick --markdown bench/results/http_quick.md --json bench/results/http_quick.json
+
+bench-scale: $(INSTALLED)
+	$(BIN)/python bench/jobs_at_scale.py --sizes 10000,100000,1000000 --repeats 3 --json bench/results/jobs_at_scale_1m.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
