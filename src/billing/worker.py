@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.catalog.tasks import run_sync_roles
 from billing.checkout.providers.registry import Providers
+from billing.checkout.renewals import renew_subscriptions
 from billing.checkout.tasks import expire_invoices, reconcile_payments
 from billing.clock import Clock
 from billing.config import Settings
@@ -59,6 +60,12 @@ async def _reconcile_payments(rt: Runtime) -> dict[str, int]:
     )
 
 
+async def _renew_subscriptions(rt: Runtime) -> dict[str, int]:
+    return await renew_subscriptions(
+        rt.sessions, rt.providers, now=rt.clock.now(), settings=rt.settings
+    )
+
+
 async def _expire_invoices(rt: Runtime) -> dict[str, int]:
     return await expire_invoices(rt.sessions, now=rt.clock.now())
 
@@ -89,6 +96,7 @@ SCHEDULE: dict[str, tuple[Job, str]] = {
     "expire-invoices": (_expire_invoices, "* * * * *"),
     "remind-expiring": (_remind_expiring, "*/5 * * * *"),
     "expire-subscriptions": (_expire_subscriptions, "* * * * *"),
+    "renew-subscriptions": (_renew_subscriptions, "* * * * *"),
     "deliver-outbox": (_deliver_outbox, "* * * * * */10"),
     "sync-roles": (_sync_roles, "*/5 * * * *"),
 }

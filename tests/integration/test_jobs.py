@@ -284,6 +284,7 @@ def test_every_job_of_the_product_is_scheduled() -> None:
         "expire-invoices",
         "remind-expiring",
         "expire-subscriptions",
+        "renew-subscriptions",
         "deliver-outbox",
         "sync-roles",
     }

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -29,6 +29,7 @@ from billing.checkout.errors import (
     REFUND_WINDOW_EXPIRED,
 )
 from billing.checkout.providers.base import (
+    DeclineReason,
     PaymentProvider,
     ProviderError,
     ProviderPayment,
@@ -48,24 +49,29 @@ from billing.db import transaction
 from billing.errors import Problem
 from billing.models import (
     Invoice,
+    InvoiceKind,
     InvoiceStatus,
     Payment,
+    PaymentMethod,
     PaymentStatus,
     ProviderCustomer,
     Refund,
     RefundReason,
     RefundStatus,
+    Subscription,
     Tariff,
 )
 from billing.outbox.service import EventType, add_event
 from billing.payment_methods.service import remember_method
 from billing.pricing.service import (
+    PricedQuote,
     quote_for,
     redeem_promo_reservation,
     redeem_released_reservation,
     reserve_promo_code,
 )
 from billing.schemas import Page
+from billing.subscriptions.renewals import renewal_declined, renewal_succeeded
 from billing.subscriptions.service import extend_subscription, take_back
 
 log = logging.getLogger(__name__)
@@ -99,11 +105,47 @@ async def issue_invoice(
         now=now,
         settings=settings,
     )
+    invoice = invoice_from_quote(
+        priced,
+        user_id=user_id,
+        months=months,
+        kind=InvoiceKind.PURCHASE,
+        customer_email=customer_email,
+        expires_at=now + settings.invoice_ttl,
+        now=now,
+    )
+    session.add(invoice)
+    await session.flush()
+    if priced.promo is not None:
+        await reserve_promo_code(
+            session,
+            priced.promo,
+            user_id=user_id,
+            invoice_id=invoice.id,
+            tariff_id=tariff_id,
+            now=now,
+        )
+    if invoice.total_amount == 0:
+        await _settle(session, invoice, priced.tariff, payment=None, now=now)
+    return invoice
+
+
+def invoice_from_quote(
+    priced: PricedQuote,
+    *,
+    user_id: uuid.UUID,
+    months: int,
+    kind: InvoiceKind,
+    customer_email: str | None,
+    expires_at: datetime,
+    now: datetime,
+) -> Invoice:
+    """An invoice with the quote's breakdown frozen in it."""
     quote = priced.quote
-    invoice = Invoice(
+    return Invoice(
         id=uuid.uuid4(),
         user_id=user_id,
-        tariff_id=tariff_id,
+        tariff_id=priced.tariff.id,
         months=months,
         currency=quote.currency,
         monthly_price=priced.tariff.monthly_price,  # frozen: later price changes leave it
@@ -124,25 +166,12 @@ async def issue_invoice(
         promo_code_id=priced.promo.id if priced.promo else None,
         promo_code=priced.promo.code if priced.promo else None,
         status=InvoiceStatus.OPEN,
+        kind=kind,
         customer_email=customer_email,
-        expires_at=now + settings.invoice_ttl,
+        expires_at=expires_at,
         created_at=now,
         updated_at=now,
     )
-    session.add(invoice)
-    await session.flush()
-    if priced.promo is not None:
-        await reserve_promo_code(
-            session,
-            priced.promo,
-            user_id=user_id,
-            invoice_id=invoice.id,
-            tariff_id=tariff_id,
-            now=now,
-        )
-    if invoice.total_amount == 0:
-        await _settle(session, invoice, priced.tariff, payment=None, now=now)
-    return invoice
 
 
 async def get_own_invoice(
@@ -267,15 +296,45 @@ async def start_payment(
                 ).to_json()
             session.add(payment)
         request = await _payment_request(session, payment, invoice, settings)
-    return await _create_at_provider(sessions, providers, payment, request, now=now)
+    return await _create_at_provider(
+        sessions, providers, payment, request, now=now, settings=settings
+    )
+
+
+ProviderRequest = Callable[[PaymentProvider], Awaitable[ProviderPayment]]
 
 
 async def _payment_request(
     session: AsyncSession, payment: Payment, invoice: Invoice, settings: Settings
-) -> dict[str, Any]:
-    """What the provider is asked to create: the same for every attempt with one key."""
+) -> ProviderRequest:
+    """What the provider is asked: the same for every attempt with one key. A renewal's
+    payment charges the saved method without the viewer; any other creates a payment the
+    viewer confirms on the provider's page."""
     tariff = await session.get_one(Tariff, invoice.tariff_id)
-    return {
+    receipt = Receipt.from_json(payment.receipt) if payment.receipt else None
+    if invoice.kind == InvoiceKind.RENEWAL:
+        assert payment.payment_method_id is not None
+        method = await session.get_one(PaymentMethod, payment.payment_method_id)
+        saved = SavedMethod(
+            provider_method_id=method.provider_method_id,
+            title=method.title,
+            customer_id=method.provider_customer_id,
+        )
+        description = f"{tariff.name}: {invoice.months} mo. (renewal)"
+
+        def charge(provider: PaymentProvider) -> Awaitable[ProviderPayment]:
+            return provider.charge_saved_method(
+                payment_id=payment.id,
+                amount=payment.amount,
+                currency=payment.currency,
+                description=description,
+                method=saved,
+                idempotence_key=str(payment.idempotence_key),
+                receipt=receipt,
+            )
+
+        return charge
+    asked = {
         "payment_id": payment.id,
         "amount": payment.amount,
         "currency": payment.currency,
@@ -285,10 +344,15 @@ async def _payment_request(
         "expires_at": invoice.expires_at,
         "requested_at": payment.requested_at or payment.created_at,
         "customer_email": payment.customer_email,
-        "receipt": Receipt.from_json(payment.receipt) if payment.receipt else None,
+        "receipt": receipt,
         "save_payment_method": payment.save_payment_method,
         "customer_id": payment.provider_data.get("customer"),
     }
+
+    def create(provider: PaymentProvider) -> Awaitable[ProviderPayment]:
+        return provider.create_payment(**asked)
+
+    return create
 
 
 async def _customer_of(
@@ -321,17 +385,18 @@ async def _create_at_provider(
     sessions: Sessions,
     providers: Providers,
     payment: Payment,
-    request: dict[str, Any],
+    request: ProviderRequest,
     *,
     now: datetime,
+    settings: Settings,
 ) -> Payment:
     provider = provider_for(providers, payment.provider)
     try:
-        remote = await provider.create_payment(**request)
+        remote = await request(provider)
     except ProviderRejected as error:
         # Refused for good (a retry with this key would be refused again): this attempt is
         # over, and the viewer's next click starts another.
-        await _cancel_unstarted(sessions, payment.id)
+        await _cancel_unstarted(sessions, payment.id, now=now, settings=settings)
         raise _unavailable(error) from error
     except ProviderError as error:
         # Unknown whether it was made: the row keeps its key for the next try.
@@ -345,14 +410,16 @@ async def _create_at_provider(
         elif stored.provider_payment_id != remote.provider_payment_id:
             log.error("payment %s: the provider answered another payment id", stored.id)
             raise PROVIDER_UNAVAILABLE("the payment provider is unavailable")
-        refund = await settle_from_provider(session, stored, remote, now=now)
+        refund = await settle_from_provider(session, stored, remote, now=now, settings=settings)
     await _refund_if_due(sessions, providers, refund, now=now)
     return stored
 
 
-async def _cancel_unstarted(sessions: Sessions, payment_id: uuid.UUID) -> None:
+async def _cancel_unstarted(
+    sessions: Sessions, payment_id: uuid.UUID, *, now: datetime, settings: Settings
+) -> None:
     async with transaction(sessions) as session:
-        await session.execute(
+        canceled = await session.scalar(
             update(Payment)
             .where(
                 Payment.id == payment_id,
@@ -360,7 +427,16 @@ async def _cancel_unstarted(sessions: Sessions, payment_id: uuid.UUID) -> None:
                 Payment.provider_payment_id.is_(None),
             )
             .values(status=PaymentStatus.CANCELED)
+            .returning(Payment)
         )
+        if canceled is not None:
+            invoice = await session.get_one(Invoice, canceled.invoice_id)
+            if invoice.kind == InvoiceKind.RENEWAL:
+                # A saved method the provider refuses to charge at all: a hard decline.
+                await renewal_declined(
+                    session, canceled, invoice, DeclineReason.METHOD_REVOKED,
+                    now=now, settings=settings,
+                )  # fmt: skip
 
 
 async def _locked_payment(session: AsyncSession, payment_id: uuid.UUID) -> Payment:
@@ -424,7 +500,9 @@ async def sync_payment(
         else:
             request = None
     if request is not None:
-        return await _create_at_provider(sessions, providers, payment, request, now=now)
+        return await _create_at_provider(
+            sessions, providers, payment, request, now=now, settings=settings
+        )
     if payment.provider_payment_id is None or payment.status in (
         PaymentStatus.CANCELED,
         PaymentStatus.REFUNDED,
@@ -437,7 +515,9 @@ async def sync_payment(
             remote = await _capture_or_cancel(sessions, provider, payment, now=now)
     except ProviderError as error:
         raise _unavailable(error) from error
-    return await apply_provider_state(sessions, providers, payment.id, remote, now=now)
+    return await apply_provider_state(
+        sessions, providers, payment.id, remote, now=now, settings=settings
+    )
 
 
 async def _capture_or_cancel(
@@ -471,16 +551,22 @@ async def apply_provider_state(
     remote: ProviderPayment,
     *,
     now: datetime,
+    settings: Settings,
 ) -> Payment:
     async with transaction(sessions) as session:
         payment = await _locked_payment(session, payment_id)
-        refund = await settle_from_provider(session, payment, remote, now=now)
+        refund = await settle_from_provider(session, payment, remote, now=now, settings=settings)
     await _refund_if_due(sessions, providers, refund, now=now)
     return payment
 
 
 async def settle_from_provider(
-    session: AsyncSession, payment: Payment, remote: ProviderPayment, *, now: datetime
+    session: AsyncSession,
+    payment: Payment,
+    remote: ProviderPayment,
+    *,
+    now: datetime,
+    settings: Settings,
 ) -> Refund | None:
     """Apply the provider's view to a payment row this transaction has locked.
 
@@ -500,11 +586,19 @@ async def settle_from_provider(
             if not await _still_payable(session, invoice):
                 return _refund_at_once(session, payment, RefundReason.INVOICE_EXPIRED, now=now)
             tariff = await session.get_one(Tariff, invoice.tariff_id)
-            await _settle(
+            subscription = await _settle(
                 session, invoice, tariff, payment=payment, now=now, saved_method=remote.saved_method
             )
+            if invoice.kind == InvoiceKind.RENEWAL:
+                await renewal_succeeded(session, payment, invoice, tariff, subscription, now=now)
         elif remote.status == ProviderPaymentStatus.CANCELED:
             payment.status = PaymentStatus.CANCELED
+            invoice = await session.get_one(Invoice, payment.invoice_id)
+            if invoice.kind == InvoiceKind.RENEWAL:
+                reason = remote.decline_reason or DeclineReason.DECLINED
+                await renewal_declined(
+                    session, payment, invoice, reason, now=now, settings=settings
+                )
     elif payment.status == PaymentStatus.SUCCEEDED and remote.refunded_amount >= payment.amount > 0:
         # Refunded at the provider: by billing (a refund whose answer was lost) or in the
         # provider's dashboard. Either way the months go back as if the viewer had asked.
@@ -546,7 +640,7 @@ async def _settle(
     payment: Payment | None,
     now: datetime,
     saved_method: SavedMethod | None = None,
-) -> None:
+) -> Subscription:
     """The invoice is paid: redeem its promo code, extend access, tell the viewer; keep the
     method the payment saved, if the viewer asked (auto-renewal)."""
     invoice.status = InvoiceStatus.PAID
@@ -579,6 +673,7 @@ async def _settle(
             "current_period_end": subscription.current_period_end,
         },
     )
+    return subscription
 
 
 # --- refunds --------------------------------------------------------------------------------

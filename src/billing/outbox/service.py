@@ -14,8 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.admin.service import record_change
-from billing.errors import Problem, not_found
 from billing.models import OutboxEvent, OutboxStatus
+from billing.outbox.errors import OUTBOX_EVENT_DELIVERED, OUTBOX_EVENT_NOT_FOUND
 
 
 class EventType(StrEnum):
@@ -24,6 +24,8 @@ class EventType(StrEnum):
     PAYMENT_REFUNDED = "payment.refunded"
     SUBSCRIPTION_EXPIRING = "subscription.expiring"
     SUBSCRIPTION_EXPIRED = "subscription.expired"
+    SUBSCRIPTION_RENEWED = "subscription.renewed"
+    SUBSCRIPTION_RENEWAL_FAILED = "subscription.renewal_failed"
     # For the Auth service.
     ROLE_GRANT = "role.grant"
     ROLE_REVOKE = "role.revoke"
@@ -91,9 +93,9 @@ async def retry_event(
         select(OutboxEvent).where(OutboxEvent.id == event_id).with_for_update()
     )
     if event is None:
-        raise not_found("outbox event")
+        raise OUTBOX_EVENT_NOT_FOUND()
     if event.status == OutboxStatus.DELIVERED:
-        raise Problem(409, "outbox_event_delivered", "the event was delivered already")
+        raise OUTBOX_EVENT_DELIVERED()
     before = _delivery_state(event)
     event.status = OutboxStatus.PENDING
     event.next_attempt_at = now

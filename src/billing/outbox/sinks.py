@@ -51,6 +51,8 @@ RECEIVER_OF: Mapping[str, Receiver] = {
     EventType.PAYMENT_REFUNDED: Receiver.NOTIFICATION,
     EventType.SUBSCRIPTION_EXPIRING: Receiver.NOTIFICATION,
     EventType.SUBSCRIPTION_EXPIRED: Receiver.NOTIFICATION,
+    EventType.SUBSCRIPTION_RENEWED: Receiver.NOTIFICATION,
+    EventType.SUBSCRIPTION_RENEWAL_FAILED: Receiver.NOTIFICATION,
     EventType.ROLE_GRANT: Receiver.AUTH,
     EventType.ROLE_REVOKE: Receiver.AUTH,
 }

@@ -37,6 +37,18 @@ class ProviderRefundStatus(StrEnum):
     CANCELED = "canceled"
 
 
+class DeclineReason(StrEnum):
+    """Why a provider declined a charge, in billing's words (each adapter maps its own)."""
+
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    ISSUER_UNAVAILABLE = "issuer_unavailable"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    CARD_EXPIRED = "card_expired"
+    METHOD_REVOKED = "method_revoked"  # the method may no longer be charged (or is gone)
+    FRAUD = "fraud"
+    DECLINED = "declined"  # anything else the issuer or provider refused
+
+
 @dataclass(frozen=True)
 class SavedMethod:
     """A payment method the provider kept for charges without the viewer."""
@@ -63,6 +75,8 @@ class ProviderPayment:
     data: Mapping[str, Any] = field(default_factory=dict)
     # The method the provider saved with this payment, when the viewer asked to save it.
     saved_method: SavedMethod | None = None
+    # Why a canceled payment was declined, when the provider says.
+    decline_reason: DeclineReason | None = None
 
 
 @dataclass(frozen=True)
@@ -185,6 +199,22 @@ class PaymentProvider(Protocol):
     async def get_payment(
         self, provider_payment_id: str, data: Mapping[str, Any] | None = None
     ) -> ProviderPayment: ...
+
+    async def charge_saved_method(
+        self,
+        *,
+        payment_id: uuid.UUID,
+        amount: int,
+        currency: str,
+        description: str,
+        method: SavedMethod,
+        idempotence_key: str,
+        receipt: Receipt | None = None,
+    ) -> ProviderPayment:
+        """Charge a saved method without the viewer (auto-renewal): answered ``succeeded``,
+        or ``canceled`` with its ``decline_reason``; a retry with the key answers the first
+        attempt's outcome, never a second charge."""
+        ...
 
     async def capture_payment(
         self, provider_payment_id: str, *, amount: int, currency: str, idempotence_key: str

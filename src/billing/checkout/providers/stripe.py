@@ -24,6 +24,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ from stripe.params.checkout import SessionCreateParams
 from billing.checkout.providers.base import (
     PROVIDER_ATTEMPTS,
     PROVIDER_TIMEOUT,
+    DeclineReason,
     InvalidNotification,
     Notification,
     ProviderError,
@@ -204,6 +206,14 @@ class StripeProvider:
     async def get_payment(
         self, provider_payment_id: str, data: Mapping[str, Any] | None = None
     ) -> ProviderPayment:
+        if PAYMENT_INTENT_ID.fullmatch(provider_payment_id):  # a charge without the viewer
+            intent = await self._call(
+                "read a PaymentIntent",
+                self._stripe.v1.payment_intents.retrieve_async(
+                    provider_payment_id, {"expand": ["latest_charge"]}
+                ),
+            )
+            return _parse(intent, _intent_payment)
         if not SESSION_ID.fullmatch(provider_payment_id):
             raise ProviderRejected("not a Checkout Session id", status=404, code="resource_missing")
         session = await self._call(
@@ -213,6 +223,42 @@ class StripeProvider:
             ),
         )
         return _parse(session, _payment)
+
+    async def charge_saved_method(
+        self,
+        *,
+        payment_id: uuid.UUID,
+        amount: int,
+        currency: str,
+        description: str,
+        method: SavedMethod,
+        idempotence_key: str,
+        receipt: Receipt | None = None,
+    ) -> ProviderPayment:
+        """An off-session PaymentIntent confirmed at once on the viewer's saved card; a
+        decline is Stripe's 402 ``card_error`` naming the intent and its ``decline_code``."""
+        params: dict[str, Any] = {
+            "amount": amount,
+            "currency": currency.lower(),
+            "customer": method.customer_id,
+            "payment_method": method.provider_method_id,
+            "off_session": True,
+            "confirm": True,
+            "description": description,
+            "metadata": {"billing_payment_id": str(payment_id)},
+            "expand": ["latest_charge"],
+        }
+        try:
+            intent = await self._stripe.v1.payment_intents.create_async(
+                params,  # type: ignore[arg-type]
+                {"idempotency_key": idempotence_key},
+            )
+        except stripe.CardError as error:
+            body = error.json_body if isinstance(error.json_body, dict) else {}
+            return _parse(body, _declined_intent)
+        except stripe.StripeError as error:
+            raise _translated(error, "charge a saved card") from None
+        return _parse(intent.to_dict(), _intent_payment)
 
     async def create_customer(
         self, *, user_id: uuid.UUID, email: str | None, idempotence_key: str
@@ -434,6 +480,70 @@ def _saved_method(intent: Any, charge: dict[str, Any] | None) -> SavedMethod | N
         provider_method_id=method_id, title=title, card_last4=last4, expires=expires,
         customer_id=customer_id,
     )  # fmt: skip
+
+
+# Stripe's decline_code (or error code) → billing's (https://docs.stripe.com/declines/codes).
+DECLINE_REASONS = {
+    "insufficient_funds": DeclineReason.INSUFFICIENT_FUNDS,
+    "issuer_not_available": DeclineReason.ISSUER_UNAVAILABLE,
+    "try_again_later": DeclineReason.ISSUER_UNAVAILABLE,
+    "processing_error": DeclineReason.PROVIDER_UNAVAILABLE,
+    "expired_card": DeclineReason.CARD_EXPIRED,
+    "authentication_required": DeclineReason.METHOD_REVOKED,  # the viewer must be there
+    "fraudulent": DeclineReason.FRAUD,
+    "lost_card": DeclineReason.FRAUD,
+    "stolen_card": DeclineReason.FRAUD,
+    "pickup_card": DeclineReason.FRAUD,
+}
+
+
+def _intent_payment(intent: dict[str, Any]) -> ProviderPayment:
+    """A PaymentIntent billing made without the viewer (a renewal), as a payment."""
+    if intent.get("object") != "payment_intent":
+        raise _Malformed("not a payment_intent")
+    intent_id = _string(intent, "id")
+    status = _string(intent, "status")
+    if status == "succeeded":
+        state = ProviderPaymentStatus.SUCCEEDED
+    elif status in ("requires_payment_method", "canceled"):
+        state = ProviderPaymentStatus.CANCELED
+    else:  # processing, requires_action, requires_confirmation, requires_capture
+        state = ProviderPaymentStatus.PENDING
+    charge = intent.get("latest_charge")
+    charge = charge if isinstance(charge, dict) else None
+    paid_at = None
+    if state == ProviderPaymentStatus.SUCCEEDED:
+        paid_at = datetime.fromtimestamp(
+            _integer(charge, "created") if charge else _integer(intent, "created"), UTC
+        )
+    decline = None
+    if state == ProviderPaymentStatus.CANCELED:
+        error = intent.get("last_payment_error") or {}
+        code = error.get("decline_code") or error.get("code")
+        decline = DECLINE_REASONS.get(str(code), DeclineReason.DECLINED)
+    return ProviderPayment(
+        provider_payment_id=intent_id,
+        status=state,
+        amount=_integer(intent, "amount"),
+        currency=_string(intent, "currency").upper(),
+        confirmation_url=None,
+        paid_at=paid_at,
+        refunded_amount=_integer(charge, "amount_refunded") if charge is not None else 0,
+        data={"payment_intent": intent_id},
+        decline_reason=decline,
+    )
+
+
+def _declined_intent(body: dict[str, Any]) -> ProviderPayment:
+    """Stripe's 402 ``{error: {type: card_error, code, decline_code, payment_intent}}``."""
+    error = body.get("error")
+    if not isinstance(error, dict) or not isinstance(error.get("payment_intent"), dict):
+        raise _Malformed("a card error without its payment intent")
+    intent = dict(error["payment_intent"])
+    intent.setdefault("last_payment_error", {k: error.get(k) for k in ("code", "decline_code")})
+    declined = _intent_payment({**intent, "status": "requires_payment_method"})
+    code = error.get("decline_code") or error.get("code")
+    return replace(declined, decline_reason=DECLINE_REASONS.get(str(code), DeclineReason.DECLINED))
 
 
 def _delayed_payment_failed(intent: Any) -> bool:

@@ -28,6 +28,7 @@ import httpx
 from billing.checkout.providers.base import (
     PROVIDER_ATTEMPTS,
     PROVIDER_TIMEOUT,
+    DeclineReason,
     InvalidNotification,
     Notification,
     ProviderPayment,
@@ -138,6 +139,31 @@ class YooKassaProvider:
         self, provider_payment_id: str, data: Mapping[str, Any] | None = None
     ) -> ProviderPayment:
         answer = await self._call("GET", f"/payments/{self._checked_id(provider_payment_id)}")
+        return self._parse(answer, _payment)
+
+    async def charge_saved_method(
+        self,
+        *,
+        payment_id: uuid.UUID,
+        amount: int,
+        currency: str,
+        description: str,
+        method: SavedMethod,
+        idempotence_key: str,
+        receipt: Receipt | None = None,
+    ) -> ProviderPayment:
+        """A payment with ``payment_method_id`` and no ``confirmation``: ЮKassa charges the
+        saved method at once (autopayments) and answers succeeded or canceled."""
+        body: dict[str, Any] = {
+            "amount": {"value": format_amount(amount), "currency": currency},
+            "capture": True,
+            "payment_method_id": method.provider_method_id,
+            "description": description[:DESCRIPTION_LIMIT],
+            "metadata": {"billing_payment_id": str(payment_id)},
+        }
+        if receipt is not None:
+            body["receipt"] = _receipt(receipt)
+        answer = await self._call("POST", "/payments", json_body=body, key=idempotence_key)
         return self._parse(answer, _payment)
 
     async def create_customer(
@@ -332,7 +358,25 @@ def _payment(answer: Any) -> ProviderPayment:
         paid_at=paid_at,
         refunded_amount=refunded,
         saved_method=_saved_method(obj.get("payment_method")),
+        decline_reason=_decline(obj) if status == ProviderPaymentStatus.CANCELED else None,
     )
+
+
+# ЮKassa's cancellation_details.reason → billing's (ЮKassa: "Declined payments").
+DECLINE_REASONS = {
+    "insufficient_funds": DeclineReason.INSUFFICIENT_FUNDS,
+    "issuer_unavailable": DeclineReason.ISSUER_UNAVAILABLE,
+    "internal_timeout": DeclineReason.PROVIDER_UNAVAILABLE,
+    "card_expired": DeclineReason.CARD_EXPIRED,
+    "permission_revoked": DeclineReason.METHOD_REVOKED,
+    "fraud_suspected": DeclineReason.FRAUD,
+}
+
+
+def _decline(obj: dict[str, Any]) -> DeclineReason:
+    details = obj.get("cancellation_details")
+    reason = details.get("reason") if isinstance(details, dict) else None
+    return DECLINE_REASONS.get(str(reason), DeclineReason.DECLINED)
 
 
 def _saved_method(method: Any) -> SavedMethod | None:
