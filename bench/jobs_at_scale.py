@@ -272,9 +272,7 @@ async def measure(job: str, url: str, now: datetime, trace: bool) -> Outcome:
                 "expire-subscriptions": lambda: expire_subscriptions(
                     sessions, now=now, grace_period=settings.grace_period
                 ),
-                "remind-expiring": lambda: remind_expiring(
-                    sessions, now=now, remind_before=settings.remind_before
-                ),
+                "remind-expiring": lambda: remind_expiring(sessions, now=now, settings=settings),
                 "expire-invoices": lambda: expire_invoices(sessions, now=now),
                 "deliver-outbox": lambda: run_deliver_outbox(sessions, settings, client, now),
             }

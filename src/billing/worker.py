@@ -71,9 +71,7 @@ async def _expire_invoices(rt: Runtime) -> dict[str, int]:
 
 
 async def _remind_expiring(rt: Runtime) -> dict[str, int]:
-    return await remind_expiring(
-        rt.sessions, now=rt.clock.now(), remind_before=rt.settings.remind_before
-    )
+    return await remind_expiring(rt.sessions, now=rt.clock.now(), settings=rt.settings)
 
 
 async def _expire_subscriptions(rt: Runtime) -> dict[str, int]:

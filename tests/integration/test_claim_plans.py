@@ -20,6 +20,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from billing.checkout.tasks import expire_invoices
+from billing.config import Settings
 from billing.db import libpq_url
 from billing.subscriptions.tasks import expire_subscriptions, remind_expiring
 from tests.integration.checkout_helpers import add_tariff
@@ -98,7 +99,7 @@ Job = Callable[[async_sessionmaker[AsyncSession]], Awaitable[dict[str, int]]]
 
 JOBS: dict[str, tuple[Job, list[str], dict[str, int]]] = {
     "remind-expiring": (
-        lambda s: remind_expiring(s, now=NOW, remind_before=REMIND_BEFORE),
+        lambda s: remind_expiring(s, now=NOW, settings=Settings(remind_before=REMIND_BEFORE)),
         ["ix_subscriptions_to_remind"],
         {"reminded": 100, "failed": 0},
     ),

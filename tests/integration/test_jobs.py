@@ -37,13 +37,18 @@ async def subscription_of(sessions: Sessions, user_id: uuid.UUID) -> Subscriptio
 
 
 async def test_reminder_is_sent_once_per_period(
-    client: httpx.AsyncClient, auth_headers: AuthHeaders, sessions: Sessions, clock: FrozenClock
+    client: httpx.AsyncClient,
+    auth_headers: AuthHeaders,
+    sessions: Sessions,
+    clock: FrozenClock,
+    settings: Settings,
 ) -> None:
     tariff = await add_tariff(sessions)
     viewer = make_viewer(client, auth_headers)
     await viewer.paid(tariff.id, months=1)
     end = (await subscription_of(sessions, viewer.user_id)).current_period_end
-    remind = lambda: remind_expiring(sessions, now=clock.now(), remind_before=3 * DAY)  # noqa: E731
+    in_3_days = settings.model_copy(update={"remind_before": 3 * DAY})
+    remind = lambda: remind_expiring(sessions, now=clock.now(), settings=in_3_days)  # noqa: E731
 
     clock.set(end - 3 * DAY - timedelta(seconds=1))
     assert await remind() == {"reminded": 0, "failed": 0}  # not yet

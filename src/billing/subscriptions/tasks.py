@@ -13,31 +13,54 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.batches import for_each_claimed
+from billing.config import Settings
 from billing.models import Subscription, SubscriptionStatus
 from billing.outbox.service import EventType, add_event
+from billing.pricing.service import quote_for
 from billing.subscriptions.periods import access_until
 
 BATCH_SIZE = 500
 
 
 async def remind_expiring(
-    sessions: async_sessionmaker[AsyncSession], *, now: datetime, remind_before: timedelta
+    sessions: async_sessionmaker[AsyncSession], *, now: datetime, settings: Settings
 ) -> dict[str, int]:
-    """Once per period: tell the viewer the subscription ends within ``remind_before``."""
+    """Once per period: tell the viewer the subscription ends within
+    ``BILLING_REMIND_BEFORE``; one that renews by itself says when and how much will be
+    charged (today's price and discounts: the charge is priced when it is made)."""
+    remind_before = settings.remind_before
 
     async def remind(session: AsyncSession, subscription: Subscription) -> None:
         subscription.reminded_for_period_end = subscription.current_period_end
+        data: dict[str, object] = {
+            "subscription_id": subscription.id,
+            "tariff_id": subscription.tariff_id,
+            "role": subscription.role,
+            "current_period_end": subscription.current_period_end,
+            "auto_renew": False,
+        }
+        if subscription.auto_renew and subscription.payment_method_id is not None:
+            priced = await quote_for(
+                session,
+                user_id=subscription.user_id,
+                tariff_id=subscription.tariff_id,
+                months=subscription.renewal_months or 1,
+                promo_code=None,
+                now=now,
+                settings=settings,
+            )
+            data |= {
+                "auto_renew": True,
+                "renewal_amount": priced.quote.total_amount,
+                "currency": priced.quote.currency,
+                "renews_at": subscription.current_period_end - settings.renew_before,
+            }
         add_event(
             session,
             EventType.SUBSCRIPTION_EXPIRING,
             user_id=subscription.user_id,
             occurred_at=now,
-            data={
-                "subscription_id": subscription.id,
-                "tariff_id": subscription.tariff_id,
-                "role": subscription.role,
-                "current_period_end": subscription.current_period_end,
-            },
+            data=data,
         )
 
     due = select(Subscription).where(

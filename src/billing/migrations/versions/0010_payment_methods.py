@@ -31,14 +31,17 @@ def upgrade() -> None:
         sa.Column("consent_payment_id", sa.UUID(), nullable=False),
         sa.Column("consent_text_version", sa.String(length=32), nullable=False),
         sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"),
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
             nullable=False,
-        ),  # fmt: skip
+        ),
         sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
-            ["consent_payment_id"], ["payments.id"],
+            ["consent_payment_id"],
+            ["payments.id"],
             name=op.f("fk_payment_methods_consent_payment_id_payments"),
-        ),  # fmt: skip
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_payment_methods")),
     )
     op.create_index(op.f("ix_payment_methods_user_id"), "payment_methods", ["user_id"])
@@ -53,9 +56,11 @@ def upgrade() -> None:
         sa.Column("user_id", sa.UUID(), nullable=False),
         sa.Column("customer_id", sa.String(length=255), nullable=False),
         sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"),
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
             nullable=False,
-        ),  # fmt: skip
+        ),
         sa.PrimaryKeyConstraint("provider", "user_id", name=op.f("pk_provider_customers")),
     )
     op.add_column(

@@ -28,13 +28,17 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(length=64), nullable=True),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"),
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
             nullable=False,
-        ),  # fmt: skip
+        ),
         sa.Column(
-            "updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"),
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
             nullable=False,
-        ),  # fmt: skip
+        ),
         sa.CheckConstraint(
             "status IN ('charging', 'succeeded', 'declined')",
             name=op.f("ck_renewal_attempts_status_valid"),
@@ -46,14 +50,17 @@ def upgrade() -> None:
             ["payment_id"], ["payments.id"], name=op.f("fk_renewal_attempts_payment_id_payments")
         ),
         sa.ForeignKeyConstraint(
-            ["subscription_id"], ["subscriptions.id"],
+            ["subscription_id"],
+            ["subscriptions.id"],
             name=op.f("fk_renewal_attempts_subscription_id_subscriptions"),
-        ),  # fmt: skip
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_renewal_attempts")),
         sa.UniqueConstraint(
-            "subscription_id", "period_end", "attempt",
+            "subscription_id",
+            "period_end",
+            "attempt",
             name=op.f("uq_renewal_attempts_subscription_id_period_end_attempt"),
-        ),  # fmt: skip
+        ),
     )
     op.create_index("ix_renewal_attempts_payment_id", "renewal_attempts", ["payment_id"])
 
