@@ -26,6 +26,7 @@ from billing.checkout.renewals import renew_subscriptions
 from billing.clock import FrozenClock
 from billing.config import Settings
 from billing.models import Invoice, RenewalAttempt, Tariff
+from billing.subscriptions.tasks import remind_expiring
 from tests.conftest import TEST_JWT_SECRET, LoopbackTransport
 from tests.integration.checkout_helpers import Viewer, add_tariff, events, make_viewer
 from tests.integration.test_saved_methods import SAVED_CARD
@@ -254,3 +255,22 @@ async def test_a_canceled_renewal_charges_nothing(
     clock.set(datetime.fromisoformat(subscription["current_period_end"]) - timedelta(hours=1))
     assert (await renew(app, clock))["charged"] == 0
     assert fake.charges == []
+
+
+@pytest.mark.respx(assert_all_called=False)
+async def test_the_reminder_says_when_and_how_much_will_be_charged(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    auth_headers: AuthHeaders,
+    sessions: Sessions,
+    clock: FrozenClock,
+    fake: FakeYooKassa,
+) -> None:
+    _, _, subscription = await subscribed_with_a_saved_card(client, auth_headers, sessions)
+    end = datetime.fromisoformat(subscription["current_period_end"])
+    clock.set(end - timedelta(days=3))
+    await remind_expiring(sessions, now=clock.now(), settings=app.state.settings)
+    [reminder] = await events(sessions, "subscription.expiring")
+    assert reminder.payload["auto_renew"] is True
+    assert reminder.payload["renewal_amount"] == 49900
+    assert datetime.fromisoformat(reminder.payload["renews_at"]) == end - timedelta(days=1)
