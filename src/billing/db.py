@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -40,21 +42,48 @@ def libpq_url(url: str) -> str:
 # a request finding the pool exhausted gives up after POOL_TIMEOUT, and either way the
 # client gets a 503 at once instead of a hang (errors.py). POOL_SIZE + MAX_OVERFLOW bounds
 # the connections one process opens (PostgreSQL's max_connections is shared by every API
-# and worker process). pool_pre_ping replaces connections the server dropped (a restart,
-# a failover), so the pool recovers by itself once the database is back.
+# and worker process). A connection that sat idle in the pool is pinged before use and
+# replaced if the server dropped it (a restart, a failover), so the pool recovers by itself
+# once the database is back.
 POOL_SIZE = 10
 MAX_OVERFLOW = 10
 POOL_TIMEOUT = 5  # seconds
 CONNECT_TIMEOUT = 3  # seconds
+# SQLAlchemy's pool_pre_ping pings on every checkout: 5 of the 30 round trips of a payment
+# confirmation (bench/round_trips.py). A connection returned less than this long ago has
+# just worked, so only connections idle for longer are pinged. A server that goes away
+# within that second costs the requests already under way a 503, as any outage does, and
+# the disconnect they meet makes SQLAlchemy discard every pooled connection.
+PING_AFTER_IDLE = 1.0  # seconds
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    options: dict[str, Any] = {}
     if "poolclass" not in kwargs:  # NullPool and friends take no sizing
         options.update(pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW, pool_timeout=POOL_TIMEOUT)
     if "connect_timeout" not in url:  # an operator's own choice in the URL wins
         options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
-    return create_async_engine(sqlalchemy_url(url), **options | kwargs)
+    engine = create_async_engine(sqlalchemy_url(url), **options | kwargs)
+    _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "checkin")
+    def idle_from_now(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        # A new connection has no idle_since: it was just made, nothing to check.
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            # The pool discards this connection and retries the checkout with a fresh one.
+            raise DisconnectionError(describe_database_error(error)) from error
 
 
 def is_database_unavailable(error: BaseException) -> bool:
