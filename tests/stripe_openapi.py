@@ -2,9 +2,10 @@
 ``openapi/spec3.json`` or ``spec3.yaml``) that describe the objects billing uses, as JSON
 Schema that ``jsonschema`` can check answers against.
 
-``trim(spec)`` keeps the five objects (``checkout.session``, ``payment_intent``, ``charge``,
-``refund``, ``event``), the line item a session's ``line_items`` lists, and every schema they
-need, resolved into one document; other API resources they merely name (customer, invoice,
+``trim(spec)`` keeps the objects (``checkout.session``, ``payment_intent``, ``charge``,
+``refund``, ``event``, and for saved cards ``customer`` and ``payment_method``), the line item
+a session's ``line_items`` lists, the ``error`` body, and every schema they need, resolved
+into one document; other API resources they merely name (customer, invoice,
 account…), which the sandbox answers as ids or nulls and never expands, are cut to "an
 object". OpenAPI 3.0's ``nullable`` becomes JSON Schema's ``null`` type.
 
@@ -20,7 +21,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOTS = ("checkout.session", "payment_intent", "charge", "refund", "event", "item")
+ROOTS = (
+    "checkout.session", "payment_intent", "charge", "refund", "event", "item", "customer",
+    "payment_method", "error",
+)  # fmt: skip
 # Where the fragments are looked for: a path in this variable, then beside the tests, then in
 # the steering repository's shared/ (which CI lays beside the clone).
 ENVIRONMENT = "BILLING_STRIPE_OPENAPI"

@@ -83,6 +83,19 @@ needs_schema = pytest.mark.skipif(
     reason=f"Stripe's schema fragments are not here: set {stripe_openapi.ENVIRONMENT} (see"
     " tests/data/stripe_openapi/README.md)",
 )
+# A Customer's lists and balances are there only when expanded (``expand[]=sources``…),
+# since API version 2020-08-27.
+CUSTOMER_INCLUDABLE = {
+    "cash_balance", "invoice_credit_balance", "sources", "subscriptions", "tax", "tax_ids",
+}  # fmt: skip
+# A card PaymentMethod has its ``card`` hash; every other type's hash is only on that type.
+PAYMENT_METHOD_OTHER_TYPES = {
+    "acss_debit", "affirm", "afterpay_clearpay", "alipay", "au_becs_debit", "bacs_debit",
+    "bancontact", "blik", "boleto", "card_present", "cashapp", "customer_balance", "eps",
+    "fpx", "giropay", "grabpay", "ideal", "interac_present", "klarna", "konbini", "link",
+    "oxxo", "p24", "paynow", "paypal", "pix", "promptpay", "radar_options", "sepa_debit",
+    "sofort", "us_bank_account", "wechat_pay", "zip",
+}  # fmt: skip
 # Fields of Stripe's schema it includes only on request (``expand``) or for features billing
 # does not use (Radar options, Connect transfers).
 NOT_ALWAYS_THERE = {
@@ -90,6 +103,8 @@ NOT_ALWAYS_THERE = {
     "charge": {"refunds", "radar_options", "transfer"},
     "item": {"discounts", "taxes"},
     "event": {"account"},  # Connect only
+    "customer": CUSTOMER_INCLUDABLE,
+    "payment_method": PAYMENT_METHOD_OTHER_TYPES,
     # Only for the refunds they apply to: failed ones, bank transfers, described ones.
     "refund": {
         "description",

@@ -229,10 +229,10 @@ async def test_create_answers_stripe_s_open_session(
         # test_sandbox_fidelity): what the shop did not ask for is null or off.
         "customer_email": None,
         "locale": None,
-        "ui_mode": "hosted",
+        "ui_mode": "hosted_page",  # the SDK's API version's name for it
         "custom_fields": [],
         "shipping_options": [],
-        "automatic_tax": {"enabled": False, "liability": None, "status": None},
+        "automatic_tax": {"enabled": False, "liability": None, "provider": None, "status": None},
         "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
     }
     assert {key: session[key] for key in expected} == expected
@@ -617,9 +617,12 @@ async def test_racing_presses_decide_once(client: httpx.AsyncClient, webhooks: W
 
     assert sorted(answer.status_code for answer in answers) == [200] * 7 + [303]
     final = (await read(client, f"/checkout/sessions/{session['id']}"))["status"]
-    assert webhooks.types() == [
-        "checkout.session.completed" if final == "complete" else "checkout.session.expired"
-    ]
+    assert final == "complete"
+    # One payment; a decline the row lock let in before it was a try of its own (the session
+    # stays open after a decline), told as such — whichever order the database chose.
+    *declines, completed = webhooks.types()
+    assert completed == "checkout.session.completed"
+    assert set(declines) <= {"payment_intent.payment_failed"} and len(declines) <= 4
 
 
 @pytest.mark.parametrize("form", [{}, {"action": "refund"}, {"action": "PAY "}])

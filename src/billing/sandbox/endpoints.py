@@ -18,8 +18,9 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -28,7 +29,7 @@ from fastapi.templating import Jinja2Templates
 from billing.config import Settings
 from billing.dependencies import ClockDep, SessionsDep, SettingsDep
 from billing.money import format_amount
-from billing.sandbox import receipts, service
+from billing.sandbox import cards, receipts, service
 from billing.sandbox.models import SandboxPayment, SandboxPaymentStatus
 from billing.sandbox.notifications import Notifier
 from billing.sandbox.schemas import (
@@ -238,7 +239,11 @@ def _settle_body(raw: bytes) -> tuple[CaptureIn, str]:
 @router.post("/v3/payments")
 @_yookassa_errors
 async def create_payment(
-    request: Request, settings: SettingsDep, clock: ClockDep, sessions: SessionsDep
+    request: Request,
+    settings: SettingsDep,
+    clock: ClockDep,
+    sessions: SessionsDep,
+    notifier: NotifierDep,
 ) -> Response:
     _authenticate(request, settings)
     key = _idempotence_key(request)
@@ -247,10 +252,14 @@ async def create_payment(
         body.receipt, amount=body.amount.value, currency=body.amount.currency,
         required=settings.receipts_on, what="payment",
     )  # fmt: skip
-    payment = await service.create_payment(
+    payment, created = await service.create_payment(
         sessions, body, idempotence_key=key, digest=digest, now=clock.now()
     )
-    return JSONResponse(_payment_json(payment, settings))
+    answer = _payment_json(payment, settings)
+    if created and api_status(payment) != SandboxPaymentStatus.PENDING:
+        # A saved method charged at once: told as any payment's outcome, after the answer.
+        notifier.send_later(notification(f"payment.{answer['status']}", answer))
+    return JSONResponse(answer)
 
 
 @router.get("/v3/payments")
@@ -453,6 +462,21 @@ async def unknown(rest: str, request: Request) -> Response:
 
 # --- the checkout page ------------------------------------------------------------------
 
+# The page's test cards (``card``), as (value, label); the first is the default.
+CARD_CHOICES = [(card.value, cards.LABELS[card]) for card in cards.TestCard]
+
+
+_Card = TypeVar("_Card", bound=StrEnum)
+
+
+def chosen_card(form_value: object, choices: type[_Card]) -> _Card | None:
+    """The form's ``card`` (``ok`` when absent), or None for one the page does not offer."""
+    value = "ok" if form_value is None else form_value
+    try:
+        return choices(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
 
 def _page(
     request: Request,
@@ -461,7 +485,7 @@ def _page(
     status_code: int = 200,
     message: str | None = None,
 ) -> Response:
-    context: dict[str, Any] = {"payment": None, "message": message}
+    context: dict[str, Any] = {"payment": None, "message": message, "cards": CARD_CHOICES}
     if payment is not None:
         context["payment"] = {
             "id": payment.id,
@@ -500,19 +524,26 @@ async def checkout_decide(
     sessions: SessionsDep,
     notifier: NotifierDep,
 ) -> Response:
-    """*Pay* or *Decline* (``action=pay|decline``; ``notify=0`` skips the notification)."""
+    """*Pay* or *Decline* (``action=pay|decline``; ``card`` = a test card, ``ok`` by default;
+    ``notify=0`` skips the notification)."""
     try:
         form = await request.form()
     except Exception:  # a malformed multipart body is the sender's mistake, not a 500
         return _page(request, None, status_code=400, message="Send a form: action=pay|decline.")
     action, notify = form.get("action"), form.get("notify", "1")
+    card = chosen_card(form.get("card"), cards.TestCard)
     try:
         decision = service.Decision(action if isinstance(action, str) else "")
     except ValueError:
         return _page(request, None, status_code=400, message="action must be pay or decline.")
+    if card is None:
+        message = f"card must be one of {', '.join(cards.TestCard)}."
+        return _page(request, None, status_code=400, message=message)
     if await _current_payment(sessions, settings, notifier, clock.now(), payment_id) is None:
         return _page(request, None, status_code=404, message="No such payment.")
-    payment, changed = await service.decide(sessions, payment_id, decision, now=clock.now())
+    payment, changed = await service.decide(
+        sessions, payment_id, decision, card=card, now=clock.now()
+    )
     if payment is None:
         return _page(request, None, status_code=404, message="No such payment.")
     if not changed:  # pressed again, or too late: nothing happens, the page shows how it ended

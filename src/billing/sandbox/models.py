@@ -176,3 +176,37 @@ class SandboxStripeIdempotencyKey(Base):
     status_code: Mapped[int | None]
     response: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime]
+
+
+class SandboxStripeCustomer(Base):
+    """A Stripe Customer: whom saved payment methods are attached to."""
+
+    __tablename__ = "sandbox_stripe_customers"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(512))
+    name: Mapped[str | None] = mapped_column(String(256))
+    description: Mapped[str | None] = mapped_column(Text)
+    merchant_metadata: Mapped[dict[str, str]] = mapped_column("metadata", JSONB)
+    created_at: Mapped[datetime]
+
+
+class SandboxStripePaymentMethod(Base):
+    """A card saved for later (``setup_future_usage``): attached to its customer until
+    detached, which is for good (``customer_id`` NULL, ``detached_at`` set). Cards paid with
+    and not saved are not kept: their ids are derived from the charge."""
+
+    __tablename__ = "sandbox_stripe_payment_methods"
+    __table_args__ = (
+        CheckConstraint(
+            "(customer_id IS NULL) = (detached_at IS NOT NULL)", name="attached_until_detached"
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sandbox_stripe_customers.id"), index=True
+    )
+    card: Mapped[str] = mapped_column(String(40))  # the test card it was paid with
+    created_at: Mapped[datetime]
+    detached_at: Mapped[datetime | None]

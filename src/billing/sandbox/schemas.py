@@ -2,7 +2,7 @@
 
 Requests are checked the way ЮKassa does it — an unusable field is a 400 ``invalid_request``
 naming the ``parameter`` (``receipt.items[0].vat_code``) — and fields the sandbox does not
-emulate (saved cards…) are ignored, as the real API ignores what a shop did not ask for.
+emulate are ignored, as the real API ignores what a shop did not ask for.
 A ``receipt`` is checked field by field here and against the amount in ``receipts``.
 
 Lifetimes, as ЮKassa documents them for bank cards: a payment the viewer has not confirmed
@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from billing.money import MAX_AMOUNT, format_amount, parse_amount, percent_of
+from billing.sandbox import cards
 from billing.sandbox.models import (
     STATE_KEY,
     SandboxPayment,
@@ -45,16 +46,24 @@ from billing.sandbox.models import (
 # A realistic card-acquiring fee, so that ``income_amount`` differs from ``amount`` as it does.
 COMMISSION_PERCENT = Decimal("3.50")
 GATEWAY_ID = "1000001"
-# Who declines a card in ЮKassa's ``cancellation_details``, and the usual reason.
+# ЮKassa's ``cancellation_details.reason`` values the sandbox gives; the usual decline first.
 DECLINE_REASON = "general_decline"
 EXPIRED_ON_CONFIRMATION = "expired_on_confirmation"
 EXPIRED_ON_CAPTURE = "expired_on_capture"
 CANCELED_BY_MERCHANT = "canceled_by_merchant"
-# Who cancels, by reason (ЮKassa's ``cancellation_details.party``).
+# A charge without the viewer of a method the shop may not (or no longer) charge.
+PERMISSION_REVOKED = "permission_revoked"
+DECLINE_REASONS = {
+    cards.Decline.INSUFFICIENT_FUNDS: "insufficient_funds",
+    cards.Decline.EXPIRED: "card_expired",
+}
+# Who cancels, by reason (ЮKassa's ``cancellation_details.party``: ``merchant``,
+# ``yoo_money``, or ``payment_network`` — any other participant, such as the card's issuer).
 CANCELED_BY = {
     EXPIRED_ON_CONFIRMATION: "yoo_money",
     EXPIRED_ON_CAPTURE: "yoo_money",
     CANCELED_BY_MERCHANT: "merchant",
+    PERMISSION_REVOKED: "yoo_money",
 }
 DECLINED_BY = "payment_network"
 CONFIRMATION_LIFETIME = timedelta(hours=1)
@@ -63,14 +72,8 @@ WAITING_FOR_CAPTURE = "waiting_for_capture"
 _MAX_UNITS = Decimal(MAX_AMOUNT) / 100
 # The sandbox's ids (UUIDs) and ЮKassa's (UUID-like); anything else cannot name an object.
 OBJECT_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-SANDBOX_CARD = {
-    "first6": "555555",
-    "last4": "4477",
-    "expiry_month": "12",
-    "expiry_year": "2030",
-    "card_type": "MasterCard",
-    "issuer_country": "RU",
-}
+SANDBOX_CARD_FIRST6 = "555555"
+SANDBOX_CARD_LAST4 = "4477"  # the ``ok`` test card's
 
 
 class YooKassaError(Exception):
@@ -280,10 +283,21 @@ class PaymentIn(_Request):
     amount: AmountIn
     # ЮKassa's default is two-stage: the paid payment waits for ``POST …/capture``.
     capture: bool = False
-    confirmation: ConfirmationIn
+    # Required, except for a charge of a saved method (``payment_method_id``): that one is
+    # made at once, without the viewer.
+    confirmation: ConfirmationIn | None = None
     description: str | None = Field(default=None, max_length=128)
     metadata: Annotated[dict[str, str], AfterValidator(_metadata)] = Field(default_factory=dict)
     receipt: ReceiptIn | None = None
+    # Save the method the viewer pays with, for later charges without them (autopayments).
+    save_payment_method: bool = False
+    payment_method_id: str | None = Field(default=None, pattern=OBJECT_ID)
+
+    @model_validator(mode="after")
+    def _confirmed_or_saved(self) -> Self:
+        if self.confirmation is None and self.payment_method_id is None:
+            raise ValueError("Field required: confirmation")
+        return self
 
 
 class CaptureIn(_Request):
@@ -396,17 +410,9 @@ def payment_object(
     if payment.description is not None:
         body["description"] = payment.description
     body["recipient"] = {"account_id": shop_id, "gateway_id": GATEWAY_ID}
-    if status != SandboxPaymentStatus.PENDING and (
-        payment.cancellation_reason != EXPIRED_ON_CONFIRMATION
-    ):
-        # The viewer chose a card on the checkout page (one that expired unconfirmed did not).
-        body["payment_method"] = {
-            "type": "bank_card",
-            "id": payment.id,
-            "saved": False,
-            "title": f"Bank card *{SANDBOX_CARD['last4']}",
-            "card": SANDBOX_CARD,
-        }
+    method = payment_method(payment)
+    if method is not None:
+        body["payment_method"] = method
     if payment.captured_at is not None:
         body["captured_at"] = timestamp(payment.captured_at)
     body["created_at"] = timestamp(payment.created_at)
@@ -430,6 +436,42 @@ def payment_object(
             "reason": reason,
         }
     return body
+
+
+def payment_method(payment: SandboxPayment) -> dict[str, Any] | None:
+    """The card the payment was paid (or declined) with, once there is one: the one the viewer
+    chose on the checkout page, or the saved method a charge without the viewer used. Its
+    ``id`` is the method's — a saving payment's own id, as ЮKassa numbers them — and
+    ``saved`` says whether the shop may charge it later."""
+    state = state_of(payment.merchant_metadata)
+    if "card" not in state and (
+        api_status(payment) == SandboxPaymentStatus.PENDING
+        or payment.cancellation_reason in (EXPIRED_ON_CONFIRMATION, PERMISSION_REVOKED)
+    ):
+        return None  # nobody paid: unconfirmed, or a method that could not be charged
+    card = cards.card_of(state.get("card"))
+    last4 = cards.last4(card, ok=SANDBOX_CARD_LAST4)
+    month, year = cards.expiry(card, _card_saved_at(payment, state))
+    return {
+        "type": "bank_card",
+        "id": state.get("method_id", payment.id),
+        "saved": bool(state.get("saved", False)),
+        "title": f"Bank card *{last4}",
+        "card": {
+            "first6": SANDBOX_CARD_FIRST6,
+            "last4": last4,
+            "expiry_month": f"{month:02d}",
+            "expiry_year": str(year),
+            "card_type": "MasterCard",
+            "issuer_country": "RU",
+        },
+    }
+
+
+def _card_saved_at(payment: SandboxPayment, state: dict[str, Any]) -> datetime:
+    """When the card was first paid with: its expiry is reckoned from then."""
+    moment = state.get("card_since")
+    return datetime.fromisoformat(moment) if isinstance(moment, str) else payment.created_at
 
 
 def confirmation(payment: SandboxPayment, public_url: str) -> dict[str, Any]:

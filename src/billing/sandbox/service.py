@@ -1,7 +1,12 @@
 """What the emulated ЮKassa does with its own records: payments, the viewer's decision,
-refunds, two-stage capture and cancel, expiry, lists. One transaction per use case; ``now``
-comes from the app's clock, so a test that moves time moves the sandbox's ``captured_at``
-and its lifetimes too."""
+saved methods and charges without the viewer, refunds, two-stage capture and cancel, expiry,
+lists. One transaction per use case; ``now`` comes from the app's clock, so a test that
+moves time moves the sandbox's ``captured_at`` and its lifetimes too.
+
+A saved method is the payment that saved it: its id is the method's id, and its state keeps
+the test card it was paid with (``card``) and ``saved: true``. A charge of a saved method
+records the method's id (``method_id``) and card on its own payment, and is decided by the
+card as it is created (``cards.declined_later``)."""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.db import transaction
-from billing.sandbox import receipts
+from billing.sandbox import cards, receipts
 from billing.sandbox.models import (
     STATE_KEY,
     SandboxPayment,
@@ -32,8 +37,10 @@ from billing.sandbox.schemas import (
     CAPTURE_LIFETIME,
     CONFIRMATION_LIFETIME,
     DECLINE_REASON,
+    DECLINE_REASONS,
     EXPIRED_ON_CAPTURE,
     EXPIRED_ON_CONFIRMATION,
+    PERMISSION_REVOKED,
     WAITING_FOR_CAPTURE,
     CaptureIn,
     PaymentIn,
@@ -64,35 +71,46 @@ def _key_reused() -> Exception:
 
 async def create_payment(
     sessions: Sessions, request: PaymentIn, *, idempotence_key: str, digest: str, now: datetime
-) -> SandboxPayment:
-    """A pending payment; the same key with the same request answers the same payment."""
+) -> tuple[SandboxPayment, bool]:
+    """A pending payment — or, with a saved ``payment_method_id``, one charged at once:
+    succeeded (waiting for capture when two-stage) or canceled with the decline's reason.
+    Answers the payment and whether it was made now: the same key with the same request
+    answers the same payment (False)."""
+    confirmation = request.confirmation
     async with transaction(sessions) as session:
+        values: dict[str, Any] = {"status": SandboxPaymentStatus.PENDING}
+        state: dict[str, Any] = {
+            "capture": request.capture,
+            "confirmation": None if confirmation is None else confirmation.type,
+            "save_payment_method": request.save_payment_method,
+            **_kept(request.receipt),
+        }
+        if request.payment_method_id is not None:
+            values, charged = await _charge_saved(
+                session, request.payment_method_id, capture=request.capture, now=now
+            )
+            state |= charged
         created: SandboxPayment | None = await session.scalar(
             insert(SandboxPayment)
             .values(
                 id=str(uuid.uuid4()),
                 idempotence_key=idempotence_key,
                 request_digest=digest,
-                status=SandboxPaymentStatus.PENDING,
                 amount=request.amount.value,
                 currency=request.amount.currency,
                 description=request.description,
-                merchant_metadata=with_state(
-                    request.metadata,
-                    capture=request.capture,
-                    confirmation=request.confirmation.type,
-                    **_kept(request.receipt),
-                ),
-                return_url=request.confirmation.return_url or "",
+                merchant_metadata=with_state(request.metadata, **state),
+                return_url=(confirmation.return_url if confirmation else None) or "",
                 refunded_amount=0,
                 created_at=now,
+                **values,
             )
             # A concurrent request with the same key waits here for the first to commit.
             .on_conflict_do_nothing(index_elements=["idempotence_key"])
             .returning(SandboxPayment)
         )
         if created is not None:
-            return created
+            return created, True
         existing = await session.scalar(
             select(SandboxPayment).where(SandboxPayment.idempotence_key == idempotence_key)
         )
@@ -100,7 +118,38 @@ async def create_payment(
             raise RuntimeError("idempotence key conflict without a row")
         if existing.request_digest != digest:
             raise _key_reused()
-        return existing
+        return existing, False
+
+
+async def _charge_saved(
+    session: AsyncSession, method_id: str, *, capture: bool, now: datetime
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A charge without the viewer: the new payment's columns and state. A method that was
+    never saved (or is unknown) may not be charged (``permission_revoked``); a saved one is
+    charged as its test card says."""
+    method = await session.get(SandboxPayment, method_id)
+    if method is None or not is_saved_method(method):
+        return {"status": SandboxPaymentStatus.CANCELED,
+                "cancellation_reason": PERMISSION_REVOKED}, {}  # fmt: skip
+    kept = state_of(method.merchant_metadata)
+    card = cards.card_of(kept.get("card"))
+    state = {"method_id": method.id, "saved": True, "card": card.value,
+             "card_since": kept.get("card_since", method.created_at.isoformat())}  # fmt: skip
+    decline = cards.declined_later(card)
+    if decline is not None:
+        reason = DECLINE_REASONS[decline]
+        return {"status": SandboxPaymentStatus.CANCELED, "cancellation_reason": reason}, state
+    if capture:
+        return {"status": SandboxPaymentStatus.SUCCEEDED, "captured_at": now}, state
+    # Two-stage: the money is held at once, waiting for the shop's capture.
+    return {"status": SandboxPaymentStatus.PENDING}, state | {"authorized_at": now.isoformat()}
+
+
+def is_saved_method(payment: SandboxPayment) -> bool:
+    """Whether this payment saved the method it was paid with (a charge of a saved method
+    names that method instead: it saves nothing of its own)."""
+    state = state_of(payment.merchant_metadata)
+    return bool(state.get("saved")) and "method_id" not in state
 
 
 def _kept(receipt: ReceiptIn | None) -> dict[str, Any]:
@@ -160,10 +209,16 @@ async def _locked(session: AsyncSession, payment_id: str) -> SandboxPayment | No
 
 
 async def decide(
-    sessions: Sessions, payment_id: str, decision: Decision, *, now: datetime
+    sessions: Sessions,
+    payment_id: str,
+    decision: Decision,
+    *,
+    card: cards.TestCard = cards.TestCard.OK,
+    now: datetime,
 ) -> tuple[SandboxPayment | None, bool]:
-    """The viewer pressed *Pay* or *Decline*: pending → succeeded (``capture: true``) or
-    waiting_for_capture (two-stage), or canceled.
+    """The viewer pressed *Pay* (with a test ``card``) or *Decline*: pending → succeeded
+    (``capture: true``) or waiting_for_capture (two-stage), or canceled — by the viewer's
+    bank for a card declined now. A card paid with is saved when the payment asked for it.
 
     Answers the payment and whether this press changed it; a second press (or a race of two,
     serialised by the row lock) finds it no longer pending and changes nothing.
@@ -175,13 +230,20 @@ async def decide(
         if decision == Decision.DECLINE:
             payment.status = SandboxPaymentStatus.CANCELED
             payment.cancellation_reason = DECLINE_REASON
+            return payment, True
+        state = state_of(payment.merchant_metadata)
+        declined = cards.declined_now(card)
+        paid = {"card": card.value, "card_since": now.isoformat(),
+                "saved": declined is None and bool(state.get("save_payment_method"))}  # fmt: skip
+        if declined is not None:
+            payment.status = SandboxPaymentStatus.CANCELED
+            payment.cancellation_reason = DECLINE_REASONS[declined]
         elif captures_at_once(payment):
             payment.status = SandboxPaymentStatus.SUCCEEDED
             payment.captured_at = now
         else:
-            payment.merchant_metadata = with_state(
-                payment.merchant_metadata, authorized_at=now.isoformat()
-            )
+            paid["authorized_at"] = now.isoformat()
+        payment.merchant_metadata = with_state(payment.merchant_metadata, **paid)
         return payment, True
 
 

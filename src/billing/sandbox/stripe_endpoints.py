@@ -28,17 +28,23 @@ from billing.clock import Clock
 from billing.config import Settings
 from billing.dependencies import ClockDep, SessionsDep, SettingsDep
 from billing.money import format_amount
+from billing.sandbox import cards
 from billing.sandbox import stripe_service as service
-from billing.sandbox.endpoints import templates
+from billing.sandbox.endpoints import chosen_card, templates
 from billing.sandbox.models import SandboxStripeSession, SandboxStripeSessionStatus
 from billing.sandbox.stripe_schemas import (
     OBJECT_ID,
+    CardError,
+    CustomerIn,
+    PaymentIntentIn,
     ReadIn,
     RefundIn,
     SessionIn,
     StripeApiError,
+    card_error,
     charge_object,
     check_expand,
+    customer_object,
     event,
     intent_state,
     invalid_api_key,
@@ -49,13 +55,24 @@ from billing.sandbox.stripe_schemas import (
     no_such,
     parse_params,
     payment_intent_object,
+    payment_method_id,
+    payment_method_object,
     refund_object,
     session_object,
 )
 from billing.sandbox.stripe_webhooks import StripeNotifier
 
-SESSION_EXPANSIONS = {"payment_intent", "payment_intent.latest_charge", "line_items"}
-PAYMENT_INTENT_EXPANSIONS = {"latest_charge"}
+SESSION_EXPANSIONS = {
+    "payment_intent", "payment_intent.latest_charge", "payment_intent.payment_method",
+    "line_items",
+}  # fmt: skip
+PAYMENT_INTENT_EXPANSIONS = {"latest_charge", "payment_method"}
+# The checkout page's test cards, as (value, label): the sandboxes' own, and the delayed one.
+CARD_CHOICES = [
+    *((card.value, cards.LABELS[card]) for card in cards.TestCard),
+    (service.Card.DELAYED.value, "Card that pays later (the bank answers afterwards, as with a"
+                                 " bank debit)"),
+]  # fmt: skip
 # Stripe: up to 255 characters; printable ASCII is what an HTTP header can carry.
 _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 _NO = {"0", "false", "no", "off"}
@@ -98,7 +115,8 @@ def _stripe_errors(
         try:
             return await endpoint(*args, **kwargs)
         except StripeApiError as error:
-            return _json(error.body(), status=error.status)
+            replayed = isinstance(error, CardError) and error.replayed
+            return _json(error.body(), status=error.status, replayed=replayed)
 
     return answer
 
@@ -213,7 +231,12 @@ async def get_session(
     found = await _current_session(sessions, notifier, settings, clock, session_id)
     if found is None:
         raise no_such("checkout.session", session_id[:80], "session")
-    return _json(session_object(found, public_url=settings.public_url, expand=expand))
+    saved = None
+    if "payment_intent.payment_method" in expand and found.payment_intent_id is not None:
+        saved = await service.find_payment_method(sessions, payment_method_id(found))
+    answer = session_object(found, public_url=settings.public_url, expand=expand,
+                            saved_method=saved)  # fmt: skip
+    return _json(answer)
 
 
 @router.post("/v1/checkout/sessions/{session_id}/expire")
@@ -261,7 +284,149 @@ async def get_payment_intent(
     )
     if found is None:
         raise no_such("payment_intent", intent_id[:80], "intent")
-    return _json(payment_intent_object(found, expand=expand))
+    saved = None
+    if "payment_method" in expand:  # a saved card as it is now (attached, or detached)
+        saved = await service.find_payment_method(sessions, payment_method_id(found))
+    return _json(payment_intent_object(found, expand=expand, saved_method=saved))
+
+
+@router.post("/v1/payment_intents")
+@_stripe_errors
+async def create_payment_intent(
+    request: Request,
+    settings: SettingsDep,
+    clock: ClockDep,
+    sessions: SessionsDep,
+    notifier: NotifierDep,
+) -> Response:
+    """A saved card charged at once (``confirm=true``, ``off_session=true``): ``succeeded``,
+    or Stripe's 402 ``card_error`` with the intent left ``requires_payment_method``."""
+    _authenticate(request, settings)
+    key = _idempotency_key(request)
+    body, request_digest = parse_params(PaymentIntentIn, await request.body())
+    expand = check_expand(body.expand, PAYMENT_INTENT_EXPANSIONS)
+
+    async def run(session: AsyncSession) -> dict[str, Any]:
+        charged, method = await service.charge(session, body, now=clock.now())
+        intent = payment_intent_object(charged, expand=expand, saved_method=method)
+        error = (intent_state(charged) or {}).get("error")
+        if error:
+            raise card_error(
+                error, charge_id=charged.charge_id or "", method=payment_method_object(method),
+                intent=payment_intent_object(charged, saved_method=method),
+            )  # fmt: skip
+        return intent
+
+    request_id = _request_id()
+    try:
+        answer, replayed = await service.idempotent(
+            sessions, key=key, endpoint="POST /v1/payment_intents",
+            request_digest=request_digest, now=clock.now(), run=run,
+        )  # fmt: skip
+    except CardError as declined:
+        if not declined.replayed:
+            await _send_charge_events(sessions, notifier, declined.body()["error"]["charge"],
+                                      clock, request_id=request_id, key=key)  # fmt: skip
+        raise
+    if not replayed:
+        latest = answer["latest_charge"]
+        charge_id = latest if isinstance(latest, str) else latest["id"]
+        await _send_charge_events(sessions, notifier, charge_id, clock,
+                                  request_id=request_id, key=key)  # fmt: skip
+    return _json(answer, replayed=replayed, request_id=request_id)
+
+
+async def _send_charge_events(
+    sessions: SessionsDep,
+    notifier: StripeNotifier,
+    charge_id: str,
+    clock: Clock,
+    *,
+    request_id: str,
+    key: str | None,
+) -> None:
+    """A charge's events, after the answer (as Stripe sends them): ``charge.succeeded`` and
+    ``payment_intent.succeeded``, or ``charge.failed`` and ``payment_intent.payment_failed``."""
+    charged = await service.find_by_charge(sessions, charge_id)
+    assert charged is not None
+    succeeded = is_paid(charged)
+    kinds = (
+        ("charge.succeeded", "payment_intent.succeeded")
+        if succeeded
+        else ("charge.failed", "payment_intent.payment_failed")
+    )
+    subjects = (charge_object(charged), payment_intent_object(charged))
+    for kind, subject in zip(kinds, subjects, strict=True):
+        notifier.send_later(event(kind, subject, created=clock.now(), request_id=request_id,
+                                  idempotency_key=key))  # fmt: skip
+
+
+@router.post("/v1/customers")
+@_stripe_errors
+async def create_customer(
+    request: Request, settings: SettingsDep, clock: ClockDep, sessions: SessionsDep
+) -> Response:
+    _authenticate(request, settings)
+    key = _idempotency_key(request)
+    body, request_digest = parse_params(CustomerIn, await request.body())
+    check_expand(body.expand, set())
+
+    async def run(session: AsyncSession) -> dict[str, Any]:
+        return customer_object(await service.create_customer(session, body, now=clock.now()))
+
+    answer, replayed = await service.idempotent(
+        sessions, key=key, endpoint="POST /v1/customers",
+        request_digest=request_digest, now=clock.now(), run=run,
+    )  # fmt: skip
+    return _json(answer, replayed=replayed)
+
+
+@router.get("/v1/customers/{customer_id}")
+@_stripe_errors
+async def get_customer(
+    customer_id: str, request: Request, settings: SettingsDep, sessions: SessionsDep
+) -> Response:
+    _authenticate(request, settings)
+    check_expand(parse_params(ReadIn, request.url.query.encode())[0].expand, set())
+    found = _object_id(customer_id) and await service.find_customer(sessions, customer_id)
+    if not found:
+        raise no_such("customer", customer_id[:80], "id")
+    return _json(customer_object(found))
+
+
+@router.get("/v1/payment_methods/{method_id}")
+@_stripe_errors
+async def get_payment_method(
+    method_id: str, request: Request, settings: SettingsDep, sessions: SessionsDep
+) -> Response:
+    _authenticate(request, settings)
+    check_expand(parse_params(ReadIn, request.url.query.encode())[0].expand, set())
+    found = _object_id(method_id) and await service.find_payment_method(sessions, method_id)
+    if not found:
+        raise no_such("PaymentMethod", method_id[:80], "payment_method")
+    return _json(payment_method_object(found))
+
+
+@router.post("/v1/payment_methods/{method_id}/detach")
+@_stripe_errors
+async def detach_payment_method(
+    method_id: str, request: Request, settings: SettingsDep, clock: ClockDep, sessions: SessionsDep
+) -> Response:
+    _authenticate(request, settings)
+    key = _idempotency_key(request)
+    params, request_digest = parse_params(ReadIn, await request.body())
+    check_expand(params.expand, set())
+    if _object_id(method_id) is None:
+        raise no_such("PaymentMethod", method_id[:80], "payment_method")
+
+    async def run(session: AsyncSession) -> dict[str, Any]:
+        return payment_method_object(await service.detach(session, method_id, now=clock.now()))
+
+    answer, replayed = await service.idempotent(
+        sessions, key=key, endpoint=f"POST /v1/payment_methods/{method_id}/detach",
+        request_digest=request_digest, now=clock.now(), run=run,
+    )  # fmt: skip
+    return _json(answer, replayed=replayed)
 
 
 @router.post("/v1/refunds")
@@ -340,7 +505,7 @@ def _page(
     message: str | None = None,
 ) -> Response:
     context: dict[str, Any] = {
-        "brand": "Stripe", "payment": None, "message": message, "test_cards": True,
+        "brand": "Stripe", "payment": None, "message": message, "cards": CARD_CHOICES,
     }  # fmt: skip
     if session is not None:
         paid = is_paid(session)
@@ -386,20 +551,25 @@ async def checkout_decide(
     sessions: SessionsDep,
     notifier: NotifierDep,
 ) -> Response:
-    """The page's form, like the ЮKassa sandbox's: ``action=pay`` (``card=ok``, the default,
-    or ``card=delayed``: the bank answers later) or ``action=decline`` (the card is declined;
-    the session stays open); for a delayed payment, ``action=settle|fail`` is the bank's
-    answer. ``notify=0`` sends no event."""
+    """The page's form, like the ЮKassa sandbox's: ``action=pay`` with a test ``card`` (``ok``
+    by default; ``delayed``: the bank answers later; ``insufficient_funds``: declined, the
+    session stays open) or ``action=decline`` (the card is declined; the session stays open);
+    for a delayed payment, ``action=settle|fail`` is the bank's answer. ``notify=0`` sends no
+    event."""
     try:
         form = await request.form()
     except Exception:  # a malformed multipart body is the sender's mistake, not a 500
         return _page(request, None, status_code=400, message="Send a form: action=pay|decline.")
-    action, notify, card = form.get("action"), form.get("notify", "1"), form.get("card", "ok")
+    action, notify = form.get("action"), form.get("notify", "1")
+    chosen = chosen_card(form.get("card"), service.Card)
     try:
         decision = service.Decision(action if isinstance(action, str) else "")
-        chosen = service.Card(card if isinstance(card, str) else "")
     except ValueError:
-        message = "action must be pay, decline, settle or fail; card ok or delayed."
+        chosen = None
+    if chosen is None:
+        message = (
+            f"action must be pay, decline, settle or fail; card one of {', '.join(service.Card)}."
+        )
         return _page(request, None, status_code=400, message=message)
     if await _current_session(sessions, notifier, settings, clock, session_id) is None:
         return _page(request, None, status_code=404, message="No such Checkout Session.")
@@ -410,26 +580,29 @@ async def checkout_decide(
         return _page(request, None, status_code=404, message="No such Checkout Session.")
     if not changed:  # pressed again, or too late: nothing happens, the page shows how it ended
         return _page(request, decided)
+    declined = decision == service.Decision.DECLINE or (
+        decision == service.Decision.PAY and decided.status == SandboxStripeSessionStatus.OPEN
+    )
     if not (isinstance(notify, str) and notify.strip().lower() in _NO):
         # Sent before the viewer is sent on, so the shop knows by the time they arrive.
-        for kind, subject in _events(decided, decision, settings):
+        for kind, subject in _events(decided, decision, declined, settings):
             await notifier.send(event(kind, subject, created=clock.now()))
-    if decision == service.Decision.DECLINE:  # Stripe's page shows the decline, and waits
+    if declined:  # Stripe's page shows the decline, and waits
         return _page(request, decided)
     back = _return_url(decided)
     return RedirectResponse(back, status_code=303) if back else _page(request, decided)
 
 
 def _events(
-    session: SandboxStripeSession, decision: service.Decision, settings: Settings
+    session: SandboxStripeSession, decision: service.Decision, declined: bool, settings: Settings
 ) -> list[tuple[str, dict[str, Any]]]:
     """The events Stripe sends for what happened on the page (no API request caused them)."""
     subject = session_object(session, public_url=settings.public_url)
     failed = ("payment_intent.payment_failed", payment_intent_object(session))
+    if declined:
+        return [failed]
     if decision == service.Decision.PAY:
         return [("checkout.session.completed", subject)]
-    if decision == service.Decision.DECLINE:
-        return [failed]
     if decision == service.Decision.SETTLE:
         return [("checkout.session.async_payment_succeeded", subject)]
     return [failed, ("checkout.session.async_payment_failed", subject)]

@@ -11,6 +11,13 @@ sandbox has nothing to say), so that code written against Stripe's API finds wha
 A session's payment intent goes through Stripe's states: ``requires_payment_method`` after a
 declined card (the session stays ``open`` for another try), ``processing`` while a delayed
 payment method settles (the session is ``complete`` but ``unpaid``), ``succeeded``.
+
+Saved cards: a session with ``customer`` and ``payment_intent_data[setup_future_usage]``
+attaches the card it is paid with to the customer (a ``payment_method`` the sandbox keeps);
+``POST /v1/payment_intents`` with ``confirm=true`` charges it without the viewer — an
+intent kept on a row of the sessions' table (``kind: payment_intent`` in its state, never
+shown as a session), so that reading and refunding it is what it is for a session's intent.
+A declined charge is Stripe's 402 ``card_error`` (``CardError``).
 """
 
 from __future__ import annotations
@@ -29,8 +36,11 @@ from urllib.parse import parse_qsl, urlsplit
 import stripe
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from billing.sandbox import cards
 from billing.sandbox.models import (
     STATE_KEY,
+    SandboxStripeCustomer,
+    SandboxStripePaymentMethod,
     SandboxStripeRefund,
     SandboxStripeSession,
     SandboxStripeSessionStatus,
@@ -48,8 +58,8 @@ _KEY = re.compile(r"([^\[\]]+)((?:\[[^\[\]]*\])*)")
 _SEGMENT = re.compile(r"\[([^\[\]]*)\]")
 # What the sandbox's ids look like (and Stripe's: a prefix, then letters and digits).
 OBJECT_ID = re.compile(r"[a-z]{2,4}_[A-Za-z0-9_]{1,76}")
-SANDBOX_CARD = {"brand": "visa", "last4": "4242", "exp_month": 12, "exp_year": 2034,
-                "country": "US", "funding": "credit"}  # fmt: skip
+SANDBOX_CARD = {"brand": "visa", "country": "US", "funding": "credit"}
+SANDBOX_CARD_LAST4 = "4242"  # the ``ok`` test card's, as Stripe's own
 # Checkout's languages (Stripe's ``locale`` enumeration).
 LOCALES = Literal[
     "auto", "bg", "cs", "da", "de", "el", "en", "en-GB", "es", "es-419", "et", "fi", "fil",
@@ -61,6 +71,20 @@ DECLINE = {
     "code": "card_declined",
     "decline_code": "generic_decline",
     "message": "Your card was declined.",
+}
+# A test card's decline as Stripe reports it (its test cards 4000…9995 and 4000…0069): an
+# expired card is its own error ``code``, with the same ``decline_code``.
+DECLINES = {
+    cards.Decline.INSUFFICIENT_FUNDS: {
+        "code": "card_declined",
+        "decline_code": "insufficient_funds",
+        "message": "Your card has insufficient funds.",
+    },
+    cards.Decline.EXPIRED: {
+        "code": "expired_card",
+        "decline_code": "expired_card",
+        "message": "Your card has expired.",
+    },
 }
 DELAYED_FAILURE = {
     "code": "payment_method_provider_decline",
@@ -128,6 +152,36 @@ def no_such(what: str, object_id: str, param: str, *, status: int = 404) -> Stri
     return StripeApiError(
         status, f"No such {what}: '{object_id}'", code="resource_missing", param=param
     )
+
+
+class CardError(StripeApiError):
+    """Stripe's 402 for a declined charge: its body names the charge, the payment intent left
+    ``requires_payment_method`` and the payment method (``body`` is kept whole, so that a
+    replay under the same ``Idempotency-Key`` answers it again)."""
+
+    def __init__(self, body: dict[str, Any], *, replayed: bool = False) -> None:
+        super().__init__(402, body["error"]["message"], type="card_error",
+                         code=body["error"]["code"])  # fmt: skip
+        self._body = body
+        self.replayed = replayed
+
+    def body(self) -> dict[str, Any]:
+        return self._body
+
+
+def card_error(
+    failure: dict[str, Any], *, charge_id: str, intent: dict[str, Any], method: dict[str, Any]
+) -> CardError:
+    return CardError({
+        "error": {
+            "type": "card_error",
+            "charge": charge_id,
+            "doc_url": f"https://stripe.com/docs/error-codes/{failure['code'].replace('_', '-')}",
+            "payment_intent": intent,
+            "payment_method": method,
+            **failure,
+        }
+    })  # fmt: skip
 
 
 def idempotency_error(message: str) -> StripeApiError:
@@ -290,6 +344,11 @@ class LineItemIn(_Form):
 class PaymentIntentDataIn(_Form):
     description: str | None = Field(default=None, max_length=1000)
     metadata: Metadata = Field(default_factory=dict)
+    # Save the card paid with for later charges: ``off_session`` (without the customer).
+    setup_future_usage: Literal["on_session", "off_session"] | None = None
+
+
+ObjectId = Annotated[str, Field(max_length=80)]
 
 
 class SessionIn(_Form):
@@ -302,6 +361,7 @@ class SessionIn(_Form):
     success_url: Url
     cancel_url: Url | None = None
     customer_email: str | None = Field(default=None, max_length=800, pattern=r"^[^@\s]+@[^@\s]+$")
+    customer: ObjectId | None = None
     locale: LOCALES | None = None
     client_reference_id: str | None = Field(default=None, max_length=200)
     expires_at: int | None = Field(default=None, ge=0, le=2**40)
@@ -320,6 +380,29 @@ class RefundIn(_Form):
 
 
 class ReadIn(_Form):
+    expand: list[str] = Field(default_factory=list, max_length=20)
+
+
+class CustomerIn(_Form):
+    email: str | None = Field(default=None, max_length=512, pattern=r"^[^@\s]+@[^@\s]+$")
+    name: str | None = Field(default=None, max_length=256)
+    description: str | None = Field(default=None, max_length=5000)
+    metadata: Metadata = Field(default_factory=dict)
+    expand: list[str] = Field(default_factory=list, max_length=20)
+
+
+class PaymentIntentIn(_Form):
+    """``POST /v1/payment_intents``: only ``confirm=true`` is emulated — the charge of a
+    saved card, on or (``off_session``) without the customer."""
+
+    amount: int = Field(ge=1, le=MAX_AMOUNT)
+    currency: str = Field(pattern=r"^[A-Za-z]{3}$")
+    customer: ObjectId | None = None
+    payment_method: ObjectId | None = None
+    confirm: bool = False
+    off_session: bool | Literal["one_off", "recurring"] = False
+    description: str | None = Field(default=None, max_length=1000)
+    metadata: Metadata = Field(default_factory=dict)
     expand: list[str] = Field(default_factory=list, max_length=20)
 
 
@@ -384,16 +467,20 @@ def is_paid(session: SandboxStripeSession) -> bool:
 
 
 def session_object(
-    session: SandboxStripeSession, *, public_url: str, expand: Sequence[str] = ()
+    session: SandboxStripeSession,
+    *,
+    public_url: str,
+    expand: Sequence[str] = (),
+    saved_method: SandboxStripePaymentMethod | None = None,
 ) -> dict[str, Any]:
-    """A Checkout Session as ``GET /v1/checkout/sessions/{id}`` shows it."""
+    """A Checkout Session as ``GET /v1/checkout/sessions/{id}`` shows it (``saved_method``:
+    the card it saved as it is now, for ``expand[]=payment_intent.payment_method``)."""
     state = state_of(session.merchant_metadata)
     intent: Any = session.payment_intent_id
     # Expanding a path expands every object along it.
     if intent is not None and any(path.split(".")[0] == "payment_intent" for path in expand):
-        intent = payment_intent_object(
-            session, expand=["latest_charge"] if "payment_intent.latest_charge" in expand else []
-        )
+        nested = [path.split(".", 1)[1] for path in expand if path.startswith("payment_intent.")]
+        intent = payment_intent_object(session, expand=nested, saved_method=saved_method)
     email = state.get("customer_email")
     complete = session.status == SandboxStripeSessionStatus.COMPLETE
     body: dict[str, Any] = {
@@ -424,7 +511,7 @@ def session_object(
             "submit": None,
             "terms_of_service_acceptance": None,
         },
-        "customer": None,
+        "customer": state.get("customer"),
         "customer_account": None,
         "customer_creation": "if_required",
         # What the customer entered on the page; the sandbox's page asks for nothing more.
@@ -538,13 +625,22 @@ def line_items_list(session: SandboxStripeSession) -> dict[str, Any]:
 
 
 def payment_intent_object(
-    session: SandboxStripeSession, *, expand: Sequence[str] = ()
+    session: SandboxStripeSession,
+    *,
+    expand: Sequence[str] = (),
+    saved_method: SandboxStripePaymentMethod | None = None,
 ) -> dict[str, Any]:
-    """The PaymentIntent the viewer's first try to pay made (a session has one at most)."""
+    """The PaymentIntent the viewer's first try to pay made (a session has one at most), or
+    the one a charge of a saved card made; ``payment_method`` is expandable."""
     intent = intent_state(session)
     assert intent is not None and session.payment_intent_id is not None
     succeeded = intent["status"] == "succeeded"
     error = intent.get("error")
+    method: Any = (
+        None if intent["status"] == "requires_payment_method" else payment_method_id(session)
+    )
+    if method is not None and "payment_method" in expand:
+        method = payment_method_object(saved_method or session_payment_method(session))
     return {
         "id": session.payment_intent_id,
         "object": "payment_intent",
@@ -564,7 +660,7 @@ def payment_intent_object(
         "confirmation_method": "automatic",
         "created": intent["created"],
         "currency": session.currency,
-        "customer": None,
+        "customer": state_of(session.merchant_metadata).get("customer"),
         "customer_account": None,
         "description": session.payment_intent_description,
         "excluded_payment_method_types": None,
@@ -577,9 +673,7 @@ def payment_intent_object(
         "next_action": None,
         "on_behalf_of": None,
         "payment_details": None,
-        "payment_method": (
-            None if intent["status"] == "requires_payment_method" else payment_method_id(session)
-        ),
+        "payment_method": method,
         "payment_method_configuration_details": None,
         "payment_method_options": {"card": {"installments": None, "mandate_options": None,
                                             "network": None,
@@ -590,7 +684,7 @@ def payment_intent_object(
         "processing": None,
         "receipt_email": None,
         "review": None,
-        "setup_future_usage": None,
+        "setup_future_usage": state_of(session.merchant_metadata).get("setup_future_usage"),
         "shipping": None,
         "source": None,
         "statement_descriptor": None,
@@ -602,8 +696,28 @@ def payment_intent_object(
 
 
 def payment_method_id(session: SandboxStripeSession) -> str:
-    """The card the viewer's latest try used (one per charge)."""
-    return derived_id("pm_", session.charge_id or session.id)
+    """The card the latest try used: the saved one it was attached as, or one per charge."""
+    saved = (intent_state(session) or {}).get("payment_method")
+    return saved if isinstance(saved, str) else derived_id("pm_", session.charge_id or session.id)
+
+
+def intent_card(session: SandboxStripeSession) -> cards.TestCard:
+    return cards.card_of((intent_state(session) or {}).get("card"))
+
+
+def _card_since(session: SandboxStripeSession) -> datetime:
+    """When the latest try's card was first paid with (a saved card: when it was saved)."""
+    assert session.paid_at is not None
+    since = (intent_state(session) or {}).get("card_since")
+    return datetime.fromisoformat(since) if isinstance(since, str) else session.paid_at
+
+
+def session_payment_method(session: SandboxStripeSession) -> SandboxStripePaymentMethod:
+    """The latest try's card as a payment method, for one not kept (a card not saved)."""
+    return SandboxStripePaymentMethod(
+        id=payment_method_id(session), card=intent_card(session).value, customer_id=None,
+        created_at=_card_since(session),
+    )  # fmt: skip
 
 
 def _payment_error(session: SandboxStripeSession, error: dict[str, Any]) -> dict[str, Any]:
@@ -614,6 +728,82 @@ def _payment_error(session: SandboxStripeSession, error: dict[str, Any]) -> dict
         "payment_method_type": "card",
         **error,
     }
+
+
+def card_details(card: cards.TestCard, created_at: datetime) -> dict[str, Any]:
+    """A test card as Stripe describes it: brand, last 4, expiry, country, funding."""
+    month, year = cards.expiry(card, created_at)
+    last4 = cards.last4(card, ok=SANDBOX_CARD_LAST4)
+    return {"brand": SANDBOX_CARD["brand"], "country": SANDBOX_CARD["country"],
+            "exp_month": month, "exp_year": year, "fingerprint": derived_id("", last4, 16),
+            "funding": SANDBOX_CARD["funding"], "last4": last4}  # fmt: skip
+
+
+def payment_method_object(method: SandboxStripePaymentMethod) -> dict[str, Any]:
+    """``GET /v1/payment_methods/{id}``: a card, and the customer it is attached to."""
+    card = cards.card_of(method.card)
+    return {
+        "id": method.id,
+        "object": "payment_method",
+        "allow_redisplay": "limited",  # saved by a payment, not shown again unasked
+        "billing_details": {
+            "address": {"city": None, "country": None, "line1": None, "line2": None,
+                        "postal_code": None, "state": None},
+            "email": None, "name": None, "phone": None,
+        },
+        "card": {
+            **card_details(card, method.created_at),
+            "checks": {"address_line1_check": None, "address_postal_code_check": None,
+                       "cvc_check": "pass"},
+            "description": None,
+            "display_brand": SANDBOX_CARD["brand"],
+            "generated_from": None,
+            "iin": None,
+            "issuer": None,
+            "networks": {"available": [SANDBOX_CARD["brand"]], "preferred": None},
+            "regulated_status": "unregulated",
+            "three_d_secure_usage": {"supported": True},
+            "wallet": None,
+        },
+        "created": unix(method.created_at),
+        "customer": method.customer_id,
+        "customer_account": None,
+        "livemode": False,
+        "metadata": {},
+        "type": "card",
+    }  # fmt: skip
+
+
+def customer_object(customer: SandboxStripeCustomer) -> dict[str, Any]:
+    """A Customer as ``GET /v1/customers/{id}`` shows it."""
+    return {
+        "id": customer.id,
+        "object": "customer",
+        "address": None,
+        "balance": 0,
+        "business_name": None,
+        "created": unix(customer.created_at),
+        "currency": None,
+        "customer_account": None,
+        "default_source": None,
+        "delinquent": False,
+        "description": customer.description,
+        "discount": None,
+        "email": customer.email,
+        "individual_name": None,
+        "invoice_prefix": derived_id("", customer.id, 8).upper(),
+        "invoice_settings": {"custom_fields": None, "default_payment_method": None,
+                             "footer": None, "rendering_options": None},
+        "livemode": False,
+        "metadata": customer.merchant_metadata,
+        "name": customer.name,
+        "next_invoice_sequence": 1,
+        "phone": None,
+        "preferred_locales": [],
+        "shipping": None,
+        "tax_exempt": "none",
+        "test_clock": None,
+    }  # fmt: skip
 
 
 def charge_object(session: SandboxStripeSession) -> dict[str, Any]:
@@ -653,7 +843,7 @@ def charge_object(session: SandboxStripeSession) -> dict[str, Any]:
         "captured": succeeded,
         "created": unix(session.paid_at),
         "currency": session.currency,
-        "customer": None,
+        "customer": state_of(session.merchant_metadata).get("customer"),
         "description": session.payment_intent_description,
         "disputed": False,
         "failure_balance_transaction": None,
@@ -670,8 +860,7 @@ def charge_object(session: SandboxStripeSession) -> dict[str, Any]:
         "payment_method_details": {
             "type": "card",
             "card": {
-                **SANDBOX_CARD,
-                "fingerprint": None,
+                **card_details(intent_card(session), _card_since(session)),
                 "amount_authorized": session.amount_total if failure is None else None,
                 "authorization_code": None,
                 "capture_before": None,
@@ -689,8 +878,10 @@ def charge_object(session: SandboxStripeSession) -> dict[str, Any]:
                 "network": "visa",
                 "network_token": {"used": False},
                 "network_transaction_id": None,
-                "overcapture": {"maximum_amount_capturable": session.amount_total,
-                                "status": "unavailable"},
+                "overcapture": {
+                    "maximum_amount_capturable": session.amount_total,
+                    "status": "unavailable",
+                },
                 "regulated_status": "unregulated",
                 "setup_credential_usage": None,
                 "stored_credential_usage": None,
