@@ -21,14 +21,19 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.db import transaction
-from billing.errors import Problem
+from billing.errors import IDEMPOTENCY_KEY_REUSED, VALIDATION_ERROR, Problem
 from billing.models import IdempotencyKey
 
 MAX_KEY_LENGTH = 255
 
 IdempotencyKeyHeader = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", description="Same key and body → the same answer again"),
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_KEY_LENGTH,
+        description="Same key and body → the same answer again",
+    ),
 ]
 
 Answer = tuple[int, Any]
@@ -43,13 +48,9 @@ def _fingerprint(method: str, path: str, body: Any) -> str:
 
 def _replay(row: IdempotencyKey, fingerprint: str) -> Answer:
     if row.request_hash != fingerprint:
-        raise Problem(
-            409, "idempotency_key_reused", "this Idempotency-Key was used for another request"
-        )
+        raise IDEMPOTENCY_KEY_REUSED("this Idempotency-Key was used for another request")
     if row.response_status is None:
-        raise Problem(
-            409, "idempotency_key_reused", "a request with this Idempotency-Key is in progress"
-        )
+        raise IDEMPOTENCY_KEY_REUSED("a request with this Idempotency-Key is in progress")
     if row.response_status >= 400:
         body = row.response_body or {}
         raise Problem(row.response_status, body.get("code", "error"), body.get("detail", ""))
@@ -70,7 +71,7 @@ async def run_once(
     if key is None:
         return await run()
     if not key or len(key) > MAX_KEY_LENGTH:
-        raise Problem(422, "validation_error", f"Idempotency-Key: 1 to {MAX_KEY_LENGTH} characters")
+        raise VALIDATION_ERROR(f"Idempotency-Key: 1 to {MAX_KEY_LENGTH} characters")
     fingerprint = _fingerprint(method, path, body)
     async with transaction(sessions) as session:
         claimed = await session.scalar(

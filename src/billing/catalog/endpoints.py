@@ -10,6 +10,12 @@ from fastapi.responses import JSONResponse
 
 from billing.auth import AdminPrincipal
 from billing.catalog import service
+from billing.catalog.errors import (
+    TARIFF_CODE_EXISTS,
+    TARIFF_NOT_FOUND,
+    TARIFF_ROLE_EXISTS,
+    TARIFF_UNPRICED,
+)
 from billing.catalog.schemas import (
     AdminTariffOut,
     TariffCreate,
@@ -18,6 +24,7 @@ from billing.catalog.schemas import (
     TariffUpdate,
 )
 from billing.dependencies import ClockDep, SessionDep, SessionsDep, SettingsDep
+from billing.errors import problems
 from billing.idempotency import IdempotencyKeyHeader, respond_once
 from billing.schemas import Page
 
@@ -47,7 +54,12 @@ async def admin_list_tariffs(
     return [AdminTariffOut.model_validate(tariff) for tariff in tariffs]
 
 
-@admin_router.post("/tariffs", status_code=201, response_model=AdminTariffOut)
+@admin_router.post(
+    "/tariffs",
+    status_code=201,
+    response_model=AdminTariffOut,
+    responses=problems(TARIFF_CODE_EXISTS, TARIFF_ROLE_EXISTS, TARIFF_UNPRICED),
+)
 async def create_tariff(
     body: TariffCreate,
     request: Request,
@@ -80,14 +92,16 @@ async def create_tariff(
     )
 
 
-@admin_router.get("/tariffs/{tariff_id}")
+@admin_router.get("/tariffs/{tariff_id}", responses=problems(TARIFF_NOT_FOUND))
 async def get_tariff(
     tariff_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep
 ) -> AdminTariffOut:
     return AdminTariffOut.model_validate(await service.get_tariff(session, tariff_id))
 
 
-@admin_router.patch("/tariffs/{tariff_id}")
+@admin_router.patch(
+    "/tariffs/{tariff_id}", responses=problems(TARIFF_NOT_FOUND, TARIFF_UNPRICED)
+)
 async def update_tariff(
     tariff_id: uuid.UUID,
     body: TariffUpdate,
@@ -111,7 +125,7 @@ async def update_tariff(
     return AdminTariffOut.model_validate(tariff)
 
 
-@admin_router.get("/tariffs/{tariff_id}/prices")
+@admin_router.get("/tariffs/{tariff_id}/prices", responses=problems(TARIFF_NOT_FOUND))
 async def list_tariff_prices(
     tariff_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, page: PageDep
 ) -> list[TariffPriceOut]:

@@ -17,35 +17,32 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
 from billing.admin.service import record_change
-from billing.errors import Problem, not_found
+from billing.catalog.errors import (
+    TARIFF_CODE_EXISTS,
+    TARIFF_INACTIVE,
+    TARIFF_NOT_FOUND,
+    TARIFF_ROLE_EXISTS,
+    TARIFF_UNPRICED,
+)
+from billing.errors import VALIDATION_ERROR, ApiError
 from billing.models import Tariff, TariffPrice
 from billing.money import MAX_AMOUNT
 
 # Unique and check constraints of ``tariffs`` (migration 0001) and what a client is told.
-_CONFLICTS = {
-    "uq_tariffs_code": ("tariff_code_exists", "a tariff with this code already exists"),
-    "uq_tariffs_role": ("tariff_role_exists", "a tariff for this role already exists"),
-    "ck_tariffs_active_is_priced": ("tariff_unpriced", "a tariff needs a price to be active"),
+_CONFLICTS: dict[str, ApiError] = {
+    "uq_tariffs_code": TARIFF_CODE_EXISTS,
+    "uq_tariffs_role": TARIFF_ROLE_EXISTS,
+    "ck_tariffs_active_is_priced": TARIFF_UNPRICED,
 }
 
 # The smallest step of a timestamptz: how far a price change is moved to follow the last one.
 _TICK = timedelta(microseconds=1)
 
 
-def tariff_not_found() -> Problem:
-    return not_found("tariff", code="tariff_not_found")
-
-
-def _unpriced() -> Problem:
-    return Problem(409, "tariff_unpriced", "a tariff needs a monthly price to be active")
-
-
 def _check_price(monthly_price: int) -> None:
     # The API refuses these already; the admin panel calls the same functions.
     if isinstance(monthly_price, bool) or not 0 <= monthly_price <= MAX_AMOUNT:
-        raise Problem(
-            422, "validation_error", f"monthly_price: must be within 0..{MAX_AMOUNT} minor units"
-        )
+        raise VALIDATION_ERROR(f"monthly_price: must be within 0..{MAX_AMOUNT} minor units")
 
 
 def snapshot(tariff: Tariff) -> dict[str, Any]:
@@ -70,8 +67,7 @@ async def _flush(session: AsyncSession) -> None:
         constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
         if constraint not in _CONFLICTS:
             raise
-        code, detail = _CONFLICTS[constraint]
-        raise Problem(409, code, detail) from None
+        raise _CONFLICTS[constraint]() from None
 
 
 async def list_active_tariffs(
@@ -100,7 +96,7 @@ async def get_tariff(session: AsyncSession, tariff_id: uuid.UUID) -> Tariff:
     """The tariff, or 404 ``tariff_not_found``."""
     tariff = await session.get(Tariff, tariff_id)
     if tariff is None:
-        raise tariff_not_found()
+        raise TARIFF_NOT_FOUND()
     return tariff
 
 
@@ -108,7 +104,7 @@ async def get_sellable_tariff(session: AsyncSession, tariff_id: uuid.UUID) -> Ta
     """A tariff a viewer can buy now: 404 ``tariff_not_found``, 409 ``tariff_inactive``."""
     tariff = await get_tariff(session, tariff_id)
     if not tariff.is_active or tariff.monthly_price is None:
-        raise Problem(409, "tariff_inactive", "this tariff is not on sale")
+        raise TARIFF_INACTIVE()
     return tariff
 
 
@@ -129,7 +125,7 @@ async def create_tariff(
     if monthly_price is not None:
         _check_price(monthly_price)
     elif is_active:
-        raise _unpriced()
+        raise TARIFF_UNPRICED()
     tariff = Tariff(
         id=uuid.uuid4(),
         code=code,
@@ -186,7 +182,7 @@ async def update_tariff(
         .execution_options(populate_existing=True)
     )
     if tariff is None:
-        raise tariff_not_found()
+        raise TARIFF_NOT_FOUND()
     before = snapshot(tariff)
     if monthly_price is not None and monthly_price != tariff.monthly_price:
         _check_price(monthly_price)
@@ -210,7 +206,7 @@ async def update_tariff(
     if is_active is not None:
         tariff.is_active = is_active
     if tariff.is_active and tariff.monthly_price is None:
-        raise _unpriced()
+        raise TARIFF_UNPRICED()
     after = snapshot(tariff)
     if after == before:
         return tariff

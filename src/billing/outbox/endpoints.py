@@ -10,8 +10,10 @@ from fastapi import APIRouter, Depends, Query
 
 from billing.auth import Principal, require_roles
 from billing.dependencies import ClockDep, SessionDep
+from billing.errors import problems
 from billing.models import AdminRole, OutboxStatus
 from billing.outbox import service
+from billing.outbox.errors import OUTBOX_EVENT_DELIVERED, OUTBOX_EVENT_NOT_FOUND
 from billing.outbox.schemas import OutboxEventOut
 from billing.schemas import Page
 
@@ -37,7 +39,9 @@ async def list_outbox_events(
     return [OutboxEventOut.model_validate(event) for event in events]
 
 
-@admin_router.post("/outbox/{event_id}/retry")
+@admin_router.post(
+    "/outbox/{event_id}/retry", responses=problems(OUTBOX_EVENT_NOT_FOUND, OUTBOX_EVENT_DELIVERED)
+)
 async def retry_outbox_event(
     event_id: uuid.UUID, principal: AdminOnly, session: SessionDep, clock: ClockDep
 ) -> OutboxEventOut:

@@ -13,9 +13,18 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from billing.auth import AdminPrincipal, ViewerId
+from billing.catalog.errors import TARIFF_NOT_FOUND
 from billing.dependencies import ClockDep, SessionDep, SessionsDep, SettingsDep
+from billing.errors import problems
 from billing.idempotency import IdempotencyKeyHeader, respond_once
 from billing.pricing import promo_codes, service
+from billing.pricing.errors import (
+    DURATION_DISCOUNT_NOT_FOUND,
+    PERSONAL_DISCOUNT_NOT_FOUND,
+    PROMO_CODE_EXISTS,
+    PROMO_CODE_NOT_FOUND,
+    QUOTE_ERRORS,
+)
 from billing.pricing.schemas import (
     DurationDiscountIn,
     DurationDiscountOut,
@@ -36,7 +45,7 @@ PageDep = Annotated[Page, Depends()]
 Months = Annotated[int, Path(ge=1, le=120)]
 
 
-@router.post("/quotes")
+@router.post("/quotes", responses=problems(*QUOTE_ERRORS))
 async def create_quote(
     body: QuoteRequest,
     user_id: ViewerId,
@@ -85,7 +94,11 @@ async def put_duration_discount(
     return DurationDiscountOut.model_validate(rule)
 
 
-@admin_router.delete("/duration-discounts/{months}", status_code=204)
+@admin_router.delete(
+    "/duration-discounts/{months}",
+    status_code=204,
+    responses=problems(DURATION_DISCOUNT_NOT_FOUND),
+)
 async def delete_duration_discount(
     months: Months, principal: AdminPrincipal, session: SessionDep
 ) -> Response:
@@ -97,7 +110,7 @@ async def delete_duration_discount(
 # Personal discounts ----------------------------------------------------------------------
 
 
-@admin_router.get("/users/{user_id}/discount")
+@admin_router.get("/users/{user_id}/discount", responses=problems(PERSONAL_DISCOUNT_NOT_FOUND))
 async def get_user_discount(
     user_id: UUID, _: AdminPrincipal, session: SessionDep
 ) -> UserDiscountOut:
@@ -119,7 +132,9 @@ async def put_user_discount(
     return UserDiscountOut.model_validate(discount)
 
 
-@admin_router.delete("/users/{user_id}/discount", status_code=204)
+@admin_router.delete(
+    "/users/{user_id}/discount", status_code=204, responses=problems(PERSONAL_DISCOUNT_NOT_FOUND)
+)
 async def delete_user_discount(
     user_id: UUID, principal: AdminPrincipal, session: SessionDep
 ) -> Response:
@@ -143,7 +158,10 @@ async def list_promo_codes(
 
 
 @admin_router.post(
-    "/promo-codes", status_code=201, response_model=PromoCodeOut | list[PromoCodeOut]
+    "/promo-codes",
+    status_code=201,
+    response_model=PromoCodeOut | list[PromoCodeOut],
+    responses=problems(TARIFF_NOT_FOUND, PROMO_CODE_EXISTS),
 )
 async def create_promo_codes(
     body: PromoCodeIn,
@@ -169,7 +187,9 @@ async def create_promo_codes(
     )
 
 
-@admin_router.delete("/promo-codes/{code}", status_code=204)
+@admin_router.delete(
+    "/promo-codes/{code}", status_code=204, responses=problems(PROMO_CODE_NOT_FOUND)
+)
 async def delete_promo_code(code: str, principal: AdminPrincipal, session: SessionDep) -> Response:
     """An unused code is removed; a used one is deactivated (its history stays)."""
     async with session.begin():

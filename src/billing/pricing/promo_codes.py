@@ -20,8 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from billing.admin.service import record_change
+from billing.catalog.errors import TARIFF_NOT_FOUND
 from billing.config import Settings
-from billing.errors import Problem, not_found
+from billing.errors import VALIDATION_ERROR, Problem
 from billing.models import (
     Invoice,
     PromoCode,
@@ -30,14 +31,15 @@ from billing.models import (
     Tariff,
     promo_code_tariffs,
 )
+from billing.pricing import errors
 from billing.pricing.codes import generate_code, is_valid_code, normalize_code
 from billing.pricing.rules import PromoTerms, promo_problem
 from billing.pricing.schemas import PromoCodeIn, PromoCodeOut
 from billing.schemas import Page
 
-PROMO_CODE_NOT_FOUND = "promo_code_not_found"
-PROMO_CODE_EXHAUSTED = "promo_code_exhausted"
-PROMO_CODE_ALREADY_USED = "promo_code_already_used"
+PROMO_CODE_NOT_FOUND = errors.PROMO_CODE_NOT_FOUND.code
+PROMO_CODE_EXHAUSTED = errors.PROMO_CODE_EXHAUSTED.code
+PROMO_CODE_ALREADY_USED = errors.PROMO_CODE_ALREADY_USED.code
 _ONCE_PER_USER_INDEX = "uq_promo_redemptions_once_per_user"
 _LIVE = (RedemptionStatus.RESERVED, RedemptionStatus.REDEEMED)
 # Generated codes are random over 31**10 values; a collision is rare, several in a row absurd.
@@ -50,12 +52,12 @@ _GENERATION_ROUNDS = 5
 async def find_promo_code(session: AsyncSession, code: str) -> PromoCode:
     """The code, matched case-insensitively; unknown (or not even a code) → 404."""
     if not is_valid_code(code):
-        raise not_found("promo code", PROMO_CODE_NOT_FOUND)
+        raise errors.PROMO_CODE_NOT_FOUND()
     promo = await session.scalar(
         select(PromoCode).where(func.upper(PromoCode.code) == normalize_code(code))
     )
     if promo is None:
-        raise not_found("promo code", PROMO_CODE_NOT_FOUND)
+        raise errors.PROMO_CODE_NOT_FOUND()
     return promo
 
 
@@ -130,11 +132,11 @@ async def create_promo_codes(
 ) -> list[PromoCodeOut]:
     """``body.code``, or ``body.count`` (default 1) generated codes, all with the same terms."""
     if body.valid_until is not None and body.valid_until <= now:
-        raise Problem(422, "validation_error", "valid_until: must be in the future")
+        raise VALIDATION_ERROR("valid_until: must be in the future")
     tariff_ids = sorted(set(body.tariff_ids or ()))
     known = set((await session.scalars(select(Tariff.id).where(Tariff.id.in_(tariff_ids)))).all())
     if missing := [str(tariff_id) for tariff_id in tariff_ids if tariff_id not in known]:
-        raise not_found(f"tariff {', '.join(missing)}", "tariff_not_found")
+        raise TARIFF_NOT_FOUND(f"tariff {', '.join(missing)} not found")
 
     terms: dict[str, Any] = {
         "percent": body.percent,
@@ -149,7 +151,7 @@ async def create_promo_codes(
     if body.code is not None:
         ids = await _insert_codes(session, [body.code], terms)
         if not ids:
-            raise Problem(409, "promo_code_exists", f"promo code {body.code} already exists")
+            raise errors.PROMO_CODE_EXISTS(f"promo code {body.code} already exists")
     else:
         ids = await _insert_generated(session, body.count or 1, terms)
 
@@ -255,7 +257,8 @@ async def reserve_promo_code(
     written in a SAVEPOINT that is rolled back when the once-per-user index refuses them.
     """
     if problem := promo_problem(await promo_terms(session, promo), tariff_id, now):
-        raise Problem(422, problem, f"promo code {promo.code} cannot be used: {problem}")
+        unusable = errors.PROMO_CODE_UNUSABLE[problem]
+        raise unusable(f"promo code {promo.code} cannot be used: {problem}")
     if promo.once_per_user and await used_by(session, promo, user_id):
         raise _already_used(promo)
     try:
@@ -274,7 +277,7 @@ async def reserve_promo_code(
                 .execution_options(synchronize_session=False)
             )
             if taken is None:
-                raise Problem(422, PROMO_CODE_EXHAUSTED, f"promo code {promo.code} is used up")
+                raise errors.PROMO_CODE_EXHAUSTED(f"promo code {promo.code} is used up")
             session.add(
                 PromoRedemption(
                     promo_code_id=promo.id,
@@ -298,7 +301,7 @@ async def reserve_promo_code(
 
 
 def _already_used(promo: PromoCode) -> Problem:
-    return Problem(422, PROMO_CODE_ALREADY_USED, f"promo code {promo.code} was already used")
+    return errors.PROMO_CODE_ALREADY_USED(f"promo code {promo.code} was already used")
 
 
 async def release_promo_reservation(session: AsyncSession, invoice_id: uuid.UUID) -> bool:

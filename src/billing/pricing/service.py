@@ -19,9 +19,15 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.admin.service import record_change
+from billing.catalog.errors import TARIFF_INACTIVE, TARIFF_NOT_FOUND
 from billing.config import Settings
-from billing.errors import Problem, not_found
+from billing.errors import VALIDATION_ERROR
 from billing.models import DurationDiscount, PromoCode, Tariff, UserDiscount
+from billing.pricing.errors import (
+    DURATION_DISCOUNT_NOT_FOUND,
+    PERSONAL_DISCOUNT_NOT_FOUND,
+    PROMO_CODE_UNUSABLE,
+)
 from billing.pricing.promo_codes import (
     PROMO_CODE_ALREADY_USED,
     PROMO_CODE_EXHAUSTED,
@@ -51,7 +57,7 @@ from billing.pricing.schemas import DurationDiscountOut, UserDiscountIn, UserDis
 
 def check_months(months: int, settings: Settings) -> None:
     if not 1 <= months <= settings.max_months:
-        raise Problem(422, "validation_error", f"months: must be within 1..{settings.max_months}")
+        raise VALIDATION_ERROR(f"months: must be within 1..{settings.max_months}")
 
 
 # Quotes ----------------------------------------------------------------------------------
@@ -80,10 +86,10 @@ async def quote_for(
     check_months(months, settings)
     tariff = await session.get(Tariff, tariff_id)
     if tariff is None:
-        raise not_found("tariff", "tariff_not_found")
+        raise TARIFF_NOT_FOUND()
     # A tariff whose Auth role is gone would sell access that cannot be granted.
     if not tariff.is_active or tariff.monthly_price is None or not tariff.role_exists:
-        raise Problem(409, "tariff_inactive", f"tariff {tariff.code} is not on sale")
+        raise TARIFF_INACTIVE(f"tariff {tariff.code} is not on sale")
 
     personal = await session.get(UserDiscount, user_id)
     personal_percent = (
@@ -122,7 +128,7 @@ async def _usable_terms(
     if problem is None and promo.once_per_user and await used_by(session, promo, user_id):
         problem = PROMO_CODE_ALREADY_USED
     if problem is not None:
-        raise Problem(422, problem, f"promo code {promo.code} cannot be used: {problem}")
+        raise PROMO_CODE_UNUSABLE[problem](f"promo code {promo.code} cannot be used: {problem}")
     return terms
 
 
@@ -163,7 +169,7 @@ async def set_duration_discount(
 async def delete_duration_discount(session: AsyncSession, months: int, *, actor: str) -> None:
     rule = await session.get(DurationDiscount, months, with_for_update=True)
     if rule is None:
-        raise not_found("duration discount")
+        raise DURATION_DISCOUNT_NOT_FOUND()
     before = _duration_json(rule)
     await session.delete(rule)
     await record_change(
@@ -187,7 +193,7 @@ def _duration_json(rule: DurationDiscount) -> dict[str, object]:
 async def get_user_discount(session: AsyncSession, user_id: uuid.UUID) -> UserDiscount:
     discount = await session.get(UserDiscount, user_id)
     if discount is None:
-        raise not_found("personal discount")
+        raise PERSONAL_DISCOUNT_NOT_FOUND()
     return discount
 
 
@@ -196,7 +202,7 @@ async def set_user_discount(
 ) -> UserDiscount:
     """Create or replace the user's personal discount (fields left out are cleared)."""
     if body.valid_until is not None and body.valid_until <= now:
-        raise Problem(422, "validation_error", "valid_until: must be in the future")
+        raise VALIDATION_ERROR("valid_until: must be in the future")
     values = {"percent": body.percent, "valid_until": body.valid_until, "reason": body.reason}
     discount, created = await _lock_or_insert(
         session, UserDiscount, user_id, {"user_id": user_id, **values}
@@ -222,7 +228,7 @@ async def set_user_discount(
 async def delete_user_discount(session: AsyncSession, user_id: uuid.UUID, *, actor: str) -> None:
     discount = await session.get(UserDiscount, user_id, with_for_update=True)
     if discount is None:
-        raise not_found("personal discount")
+        raise PERSONAL_DISCOUNT_NOT_FOUND()
     before = _user_json(discount)
     await session.delete(discount)
     await record_change(

@@ -14,8 +14,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.admin.service import record_change
+from billing.catalog.errors import TARIFF_INACTIVE
 from billing.catalog.service import get_tariff
-from billing.errors import Problem
+from billing.errors import VALIDATION_ERROR
 from billing.models import Subscription, SubscriptionStatus
 from billing.outbox.service import EventType, add_event
 from billing.schemas import within_moment_range
@@ -60,12 +61,12 @@ async def change_tariff(
         try:
             within_moment_range(current_period_end)
         except ValueError as error:
-            raise Problem(422, "validation_error", f"current_period_end: {error}") from None
+            raise VALIDATION_ERROR(f"current_period_end: {error}") from None
         if current_period_end <= now:
-            raise Problem(422, "validation_error", "current_period_end: must be in the future")
+            raise VALIDATION_ERROR("current_period_end: must be in the future")
     tariff = await get_tariff(session, tariff_id)
     if not tariff.is_active or tariff.monthly_price is None or not tariff.role_exists:
-        raise Problem(409, "tariff_inactive", f"tariff {tariff.code} is not on sale")
+        raise TARIFF_INACTIVE(f"tariff {tariff.code} is not on sale")
 
     # Two admins changing one user's tariff at once queue up here, so the second one sees
     # the rows the first one committed (a row lock alone cannot cover rows not yet there).
@@ -75,10 +76,8 @@ async def change_tariff(
     subscriptions = await _lock_all(session, user_id)
     live = [subscription for subscription in subscriptions if subscription.status in LIVE]
     if not live and current_period_end is None:
-        raise Problem(
-            422,
-            "validation_error",
-            "current_period_end: required, the user has no live subscription to take it from",
+        raise VALIDATION_ERROR(
+            "current_period_end: required, the user has no live subscription to take it from"
         )
     period_end = current_period_end or max(subscription.current_period_end for subscription in live)
     target = next((s for s in subscriptions if s.tariff_id == tariff.id), None)
