@@ -23,7 +23,8 @@ PRODUCT_TABLES = {
 # The built-in sandbox's own records (billing.sandbox.models, on the same Base).
 SANDBOX_TABLES = {
     "sandbox_payments", "sandbox_refunds", "sandbox_stripe_sessions", "sandbox_stripe_refunds",
-    "sandbox_stripe_idempotency_keys",
+    "sandbox_stripe_idempotency_keys", "sandbox_stripe_customers",
+    "sandbox_stripe_payment_methods",
 }  # fmt: skip
 PROCRASTINATE_TABLES = {
     "procrastinate_jobs", "procrastinate_events", "procrastinate_periodic_defers",

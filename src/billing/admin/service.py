@@ -17,8 +17,9 @@ from argon2.exceptions import VerificationError
 from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from billing.admin.errors import ADMIN_USER_EXISTS, ADMIN_USER_NOT_FOUND
 from billing.db import transaction
-from billing.errors import Problem
+from billing.errors import VALIDATION_ERROR
 from billing.models import AdminLoginFailure, AdminRole, AdminSession, AdminUser, AuditEntry
 
 _hasher = PasswordHasher()
@@ -40,16 +41,14 @@ async def create_admin_user(
 ) -> AdminUser:
     username = username.strip()
     if not username:
-        raise Problem(422, "validation_error", "username: must not be empty")
+        raise VALIDATION_ERROR("username: must not be empty")
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise Problem(
-            422, "validation_error", f"password: at least {MIN_PASSWORD_LENGTH} characters"
-        )
+        raise VALIDATION_ERROR(f"password: at least {MIN_PASSWORD_LENGTH} characters")
     taken = await session.scalar(
         select(AdminUser.id).where(func.lower(AdminUser.username) == username.lower())
     )
     if taken is not None:
-        raise Problem(409, "admin_user_exists", f"admin user {username!r} already exists")
+        raise ADMIN_USER_EXISTS(f"admin user {username!r} already exists")
     user = AdminUser(username=username, password_hash=_hasher.hash(password), role=role)
     session.add(user)
     await session.flush()
@@ -99,7 +98,7 @@ async def deactivate_admin_user(session: AsyncSession, username: str, actor: str
         select(AdminUser).where(func.lower(AdminUser.username) == login_name(username))
     )
     if user is None:
-        raise Problem(404, "not_found", f"no admin user {username!r}")
+        raise ADMIN_USER_NOT_FOUND(f"no admin user {username!r}")
     await session.execute(delete(AdminSession).where(AdminSession.admin_user_id == user.id))
     if user.is_active:
         user.is_active = False

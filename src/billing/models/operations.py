@@ -47,6 +47,8 @@ class AdminUser(Base):
     password_hash: Mapped[str] = mapped_column(Text)
     role: Mapped[str] = mapped_column(String(16))
     is_active: Mapped[bool] = mapped_column(default=True, server_default="true")
+    # The panel's language for this account (ru, en); None: BILLING_ADMIN_LOCALE.
+    locale: Mapped[str | None] = mapped_column(String(8))
     created_at: Mapped[datetime] = created_at()
 
 
