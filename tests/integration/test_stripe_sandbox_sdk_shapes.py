@@ -369,4 +369,3 @@ async def test_stripe_sandbox_objects_and_events_are_as_the_sdk_declares(
         found += problems(sent["data"]["object"], subjects[sent["type"].split(".")[0]],
                           f"{sent['type']}.data.object")  # fmt: skip
     assert found == [], f"{len(found)} differences from {CHECKED_AGAINST}:\n" + "\n".join(found)
-

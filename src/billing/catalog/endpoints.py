@@ -99,9 +99,7 @@ async def get_tariff(
     return AdminTariffOut.model_validate(await service.get_tariff(session, tariff_id))
 
 
-@admin_router.patch(
-    "/tariffs/{tariff_id}", responses=problems(TARIFF_NOT_FOUND, TARIFF_UNPRICED)
-)
+@admin_router.patch("/tariffs/{tariff_id}", responses=problems(TARIFF_NOT_FOUND, TARIFF_UNPRICED))
 async def update_tariff(
     tariff_id: uuid.UUID,
     body: TariffUpdate,

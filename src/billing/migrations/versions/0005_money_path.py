@@ -35,9 +35,7 @@ def upgrade() -> None:
     )
     op.add_column(
         "refunds",
-        sa.Column(
-            "reason", sa.String(length=32), nullable=False, server_default="requested"
-        ),
+        sa.Column("reason", sa.String(length=32), nullable=False, server_default="requested"),
     )
     op.alter_column("refunds", "reason", server_default=None)
     op.create_check_constraint(
