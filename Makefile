@@ -28,22 +28,22 @@ lint: $(INSTALLED)
 	$(BIN)/mypy
 
 ## Speed and memory benchmarks on the machine's PostgreSQL (method and last results: bench/README.md)
-## make bench: HTTP load vs pgbench (bench/results.md) + scheduler jobs at 10k/100k + quotes (≈ 12 min)
-## make bench-quick: the same HTTP scenarios in short runs, a smoke check for CI (≈ 2 min)
-## make bench-scale: the scheduler jobs at 10k/100k/1M, 3 repeats (≈ 1 h)
-BENCH_SIZES ?= 10000,100000
-BENCH_REPEATS ?= 1
+## make bench: HTTP load vs pgbench, claim cost at 10k/100k/1M, quotes → bench/results.md (≈ 15 min)
+## make bench-quick: the HTTP scenarios in short runs, a smoke check for CI (≈ 3 min)
+## make bench-scale: the scheduler jobs end to end at 10k/100k/1M (hours since the savepoint per row)
+BENCH_SIZES ?= 10000,100000,1000000
+BENCH_REPEATS ?= 3
 .PHONY: bench bench-quick bench-scale
 bench: $(INSTALLED)
-	$(BIN)/python bench/jobs_at_scale.py --sizes $(BENCH_SIZES) --repeats $(BENCH_REPEATS) --json bench/results/jobs_at_scale.json
 	$(BIN)/python bench/quote_latency.py --json bench/results/quote_latency.json
+	$(BIN)/python bench/claim_cost.py --json bench/results/claim_cost.json
 	$(BIN)/python bench/http_load.py --markdown bench/results.md --json bench/results/http_load.json
 
 bench-quick: $(INSTALLED)
 	$(BIN)/python bench/http_load.py --quick --markdown bench/results/http_quick.md --json bench/results/http_quick.json
 
 bench-scale: $(INSTALLED)
-	$(BIN)/python bench/jobs_at_scale.py --sizes 10000,100000,1000000 --repeats 3 --json bench/results/jobs_at_scale_1m.json
+	$(BIN)/python bench/jobs_at_scale.py --sizes $(BENCH_SIZES) --repeats $(BENCH_REPEATS) --json bench/results/jobs_at_scale.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

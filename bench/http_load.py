@@ -591,9 +591,9 @@ def bench(
             full = run(
                 "POST /payments/{id}/confirm", ["requests", str(confirmations(confirm)), "0"]
             )
-            # Half the rate reached, paced per connection: a pause of clients / (rate / 2)
-            # seconds less the time a request took at full speed.
-            think = max(0.0, profile.clients * 1000 / (full.per_second / 2) - full.p50_ms)
+            # At most half the rate reached, paced per connection: a pause of
+            # clients / (rate / 2) seconds before each request (plus the request's own time).
+            think = profile.clients * 1000 / (full.per_second / 2)
             run(
                 "POST /payments/{id}/confirm at half rate",
                 ["requests", str(confirmations(paced)), "0"],
@@ -705,6 +705,45 @@ TARGETS = {
 }
 
 
+def claim_section() -> list[str]:
+    """``claim_cost.py``'s figures: one claim's time as a backlog is worked through."""
+    path = HERE / "results" / "claim_cost.json"
+    if not path.exists():
+        return []
+    recorded = json.loads(path.read_text())
+    lines = [
+        "",
+        "## Scheduler claims: one batch's claim, before and after migration 0009"
+        " (bench/claim_cost.py)",
+        "",
+        f"Measured on {recorded['machine'].get('code', '?')}; median of the repeats, ms per"
+        " 500-row claim, with N due rows of which a share is already handled."
+        " `to-expired`'s old plan went wrong when the statistics held few `grace` rows among"
+        " many others (bench/README.md, finding 3), which this fill (all rows `grace`) does not"
+        " reproduce; `tests/integration/test_claim_plans.py` checks that case (300 `grace` rows"
+        " of 40 000).",
+        "",
+        "| claim | N | handled | before ms | after ms | plan before | plan after |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    rows: dict[tuple[str, int, float], dict[str, Any]] = {}
+    for result in recorded["results"]:
+        rows.setdefault((result["claim"], result["n"], result["handled"]), {})[
+            result["variant"]
+        ] = result
+    for (claim, n, handled), pair in rows.items():
+        before, after = pair["before"], pair["after"]
+
+        def plan(result: dict[str, Any]) -> str:
+            return result["plan"] + (" + Sort" if result["sorted"] else "")
+
+        lines.append(
+            f"| {claim} | {n} | {handled:.0%} | {before['ms']:.2f} | {after['ms']:.2f} |"
+            f" {plan(before)} | {plan(after)} |"
+        )
+    return lines
+
+
 def scheduler_section() -> list[str]:
     """The scheduler jobs' last figures (``jobs_at_scale.py --json``, as ``make bench`` and
     ``make bench-scale`` write them), with the code each was measured on."""
@@ -775,6 +814,19 @@ def markdown(outcome: dict[str, Any], about: dict[str, str], command: str, quick
             f" {figure['api_cpu_ms'] or '–'} | {ratio} |"
             f" {target} |"
         )
+    half = next((f for f in outcome["figures"] if f["scenario"].endswith("at half rate")), None)
+    if confirm and half:
+        ratio = confirm["per_second"] / pgbench["per_second"]
+        lines += [
+            "",
+            f"**Headline: payment confirmation {confirm['per_second']:.0f}/s = {ratio:.3f} ×"
+            f" pgbench's {pgbench['per_second']:.0f} tps (target 0.20: "
+            + ("met" if ratio >= 0.2 else "not met")
+            + f"); p99 {half['p99_ms']:.0f} ms at {half['per_second']:.0f}/s (target ≤ 50 ms"
+            " at half the rate: "
+            + ("met" if half["p99_ms"] <= 50 else "not met")
+            + ').** The API processes\' CPU is the limit: see "What was tried" below.',
+        ]
     lines += ["", "Checks after the run:", ""]
     lines += [f"- {name}: {value}" for name, value in outcome["checks"].items()]
     lines += ["", "## Machine", ""]
@@ -782,6 +834,7 @@ def markdown(outcome: dict[str, Any], about: dict[str, str], command: str, quick
     for name, value in about.items():
         if "\n" in value:
             lines += ["", f"`{name}`:", "", "```", value, "```"]
+    lines += claim_section()
     lines += scheduler_section()
     tried = HERE / "tried.md"
     if tried.exists():
@@ -805,7 +858,21 @@ def main() -> None:
     )
     parser.add_argument("--markdown", type=Path, help="write the results here")
     parser.add_argument("--json", type=Path, help="write the raw figures here")
+    parser.add_argument(
+        "--render", type=Path, help="only write --markdown again from this run's --json"
+    )
     args = parser.parse_args()
+    if args.render:
+        outcome = json.loads(args.render.read_text())
+        args.markdown.write_text(
+            markdown(
+                outcome,
+                outcome["machine"],
+                outcome.get("command", f"python bench/http_load.py --json {args.render}"),
+                outcome.get("quick", False),
+            )
+        )
+        return
     profile = QUICK if args.quick else FULL
     overrides = {
         "seconds": args.seconds,
@@ -817,6 +884,7 @@ def main() -> None:
     outcome = bench(args.server_url, profile, args.capacity, args.profile)
     outcome["machine"] = about
     command = "python bench/http_load.py " + " ".join(sys.argv[1:])
+    outcome["command"], outcome["quick"] = command, args.quick
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(outcome, indent=2) + "\n")
