@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from billing.checkout.renewals import _due
 from billing.checkout.tasks import expire_invoices
 from billing.config import Settings
 from billing.db import libpq_url
@@ -137,3 +138,18 @@ async def test_each_claim_is_an_index_scan_on_its_own_partial_index(
             f"Bitmap Index Scan on {index}" in explained
         ), explained
         assert "Seq Scan" not in explained, explained
+
+
+@pytest.mark.usefixtures("filled")
+async def test_the_renewal_claim_is_an_index_scan_on_its_own_partial_index(
+    database_url: str, engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """``renew-subscriptions`` claims through ``checkout.renewals._due`` (the job itself
+    needs a provider; its claim does not)."""
+    sent = claims_of(engine)
+    async with sessions() as session:
+        assert list(await session.scalars(_due(NOW, Settings(jwt_secret="x" * 32)))) == []
+    [(statement, parameters)] = sent
+    explained = plan(database_url, statement, parameters)
+    assert "Index Scan using ix_subscriptions_to_renew" in explained, explained
+    assert "Seq Scan on subscriptions" not in explained, explained

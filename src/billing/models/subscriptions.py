@@ -39,6 +39,14 @@ class Subscription(Base):
             postgresql_where=text("status = 'grace'"),
         ),
         Index(
+            "ix_subscriptions_to_renew",  # renew-subscriptions (checkout/renewals.py)
+            "current_period_end",
+            postgresql_where=text(
+                "auto_renew IS TRUE AND payment_method_id IS NOT NULL"
+                " AND status IN ('active', 'grace')"
+            ),
+        ),
+        Index(
             "ix_subscriptions_to_remind",
             "current_period_end",
             postgresql_where=text(
