@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, all_, bindparam, inspect
+from sqlalchemy import Select, all_, bindparam, inspect, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -43,10 +43,11 @@ async def for_each_claimed(
     each row out of ``query``'s reach (change its status, stamp it), or the next batch
     would claim it again. Memory holds one batch, whatever the table's size.
 
-    One bad row never stops the batch: each row is handled in its own savepoint, and a row
-    whose handling raises is rolled back alone, logged with its id, counted, and not claimed
-    again in this run (it stays in ``query``'s reach for the next run). A database outage is
-    no bad row: it ends the run, to be retried whole.
+    One bad row never stops the batch: a batch is handled in one savepoint, and if a row
+    raises, the batch is handled again row by row, each in its own savepoint; the bad row is
+    rolled back alone, logged with its id, counted, and not claimed again in this run (it
+    stays in ``query``'s reach for the next run). A database outage is no bad row: it ends
+    the run, to be retried whole.
     """
     mapper = inspect(query.column_descriptions[0]["entity"])
     [key] = mapper.primary_key
@@ -58,21 +59,50 @@ async def for_each_claimed(
         async with transaction(sessions) as session:
             claimed = pending.limit(batch_size).with_for_update(skip_locked=True)
             batch = list(await session.scalars(claimed))
-            for row in batch:
-                row_id = inspect(row).identity[0]
-                try:
-                    async with session.begin_nested():
+            try:
+                # The whole batch in one savepoint: the common case costs no more round trips
+                # than without bad-row handling.
+                async with session.begin_nested():
+                    for row in batch:
                         await handle(session, row)
-                except Exception as error:
-                    if is_database_unavailable(error):
-                        raise
-                    log.exception(
-                        "%s %s failed, left for the next run", mapper.local_table.name, row_id
-                    )
-                    failed_ids.append(row_id)
-                    report.failed += 1
-                else:
-                    report.handled += 1
+                report.handled += len(batch)
+            except Exception as error:
+                if is_database_unavailable(error):
+                    raise
+                # Some row is bad: the batch's savepoint is rolled back; redo it row by row
+                # (re-read, as the rollback expired what the first pass changed).
+                ids = [inspect(row).identity[0] for row in batch]
+                again = query.column_descriptions[0]["entity"]
+                rows = await session.scalars(
+                    select(again)
+                    .where(key.in_(ids))
+                    .order_by(key)
+                    .execution_options(populate_existing=True)
+                )
+                for row in rows:
+                    await _handle_alone(session, row, handle, mapper, failed_ids, report)
         if len(batch) < batch_size:
             break
     return report
+
+
+async def _handle_alone(
+    session: AsyncSession,
+    row: Any,
+    handle: Callable[[AsyncSession, Any], Awaitable[None]],
+    mapper: Any,
+    failed_ids: list[Any],
+    report: BatchReport,
+) -> None:
+    row_id = inspect(row).identity[0]
+    try:
+        async with session.begin_nested():
+            await handle(session, row)
+    except Exception as error:
+        if is_database_unavailable(error):
+            raise
+        log.exception("%s %s failed, left for the next run", mapper.local_table.name, row_id)
+        failed_ids.append(row_id)
+        report.failed += 1
+    else:
+        report.handled += 1
