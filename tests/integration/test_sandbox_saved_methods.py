@@ -2,9 +2,7 @@
 document them: ЮKassa's ``save_payment_method`` and ``payment_method_id`` payments with their
 ``cancellation_details``; Stripe's Customers, ``setup_future_usage``, PaymentMethods (read,
 detached) and off-session PaymentIntents with its 402 ``card_error``. Over HTTP, and with the
-official ``yookassa`` and ``stripe`` SDKs against the sandbox on a real server; Stripe's
-objects against its published schema when its fragments are at hand
-(``tests/stripe_openapi.py``)."""
+official ``yookassa`` and ``stripe`` SDKs against the sandbox on a real server."""
 
 from __future__ import annotations
 
@@ -28,10 +26,8 @@ from billing.config import SANDBOX_SECRET_KEY, SANDBOX_SHOP_ID, SANDBOX_STRIPE_S
 from billing.sandbox.models import SandboxPayment, SandboxStripeSession
 from tests.integration.test_sandbox import Webhooks, receipt_for, serving
 from tests.integration.test_sandbox_fidelity import (
-    SCHEMA,
     Recorder,
     app,
-    assert_stripe_object,
     drain,
     press_stripe,
     recorder,
@@ -50,18 +46,6 @@ RETURN_URL = "https://cinema.example/back"
 BEARER = {"Authorization": f"Bearer {SANDBOX_STRIPE_SECRET_KEY}"}
 LAST4 = {"ok": "4477", "declines_later_insufficient_funds": "0002",
          "declines_later_expired": "0069"}  # fmt: skip
-
-
-def has_schema(*kinds: str) -> bool:
-    return SCHEMA is not None and all(kind in SCHEMA["$defs"] for kind in kinds)
-
-
-def check_stripe(kind: str, body: dict[str, Any], *, complete: bool = True) -> None:
-    """Stripe's schema for ``kind``, when the fragments at hand describe it. The objects the
-    sandbox had before saved cards (sessions, charges, events) are checked field by field by
-    ``test_sandbox_fidelity`` and the SDK shapes test; here the new ones and what is new."""
-    if has_schema(kind):
-        assert_stripe_object(kind, body, complete=complete)
 
 
 async def count(sessions: Sessions, model: type) -> int:
@@ -309,7 +293,6 @@ async def test_customers_are_created_and_read_as_stripe_s_objects(
     assert created["id"].startswith("cus_") and created["object"] == "customer"
     assert (created["email"], created["metadata"]) == ("anna@cinema.example", {"user": "u-1"})
     assert await stripe_get(client, f"/customers/{created['id']}") == created
-    check_stripe("customer", created)
     missing = await client.get("/sandbox/stripe/v1/customers/cus_nope", headers=BEARER)
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "resource_missing")
     bad = await stripe_post(client, "/customers", {"email": "not an e-mail"})
@@ -343,8 +326,6 @@ async def test_a_session_saving_the_card_attaches_it_to_the_customer(
         "card", anna["id"], last4,
     )  # fmt: skip
     assert {"brand", "last4", "exp_month", "exp_year"} <= set(method["card"])
-    check_stripe("payment_method", method)
-    check_stripe("payment_intent", expanded, complete=False)
 
 
 @pytestmark_stripe
@@ -407,7 +388,6 @@ async def test_an_off_session_charge_succeeds_with_its_charge_and_events(
     assert (charge_body["status"], charge_body["paid"], charge_body["customer"]) == (
         "succeeded", True, anna["id"],
     )  # fmt: skip
-    check_stripe("payment_intent", intent, complete=False)
     # Not a Checkout Session: no session answers by its id.
     unknown = await client.get(f"/sandbox/stripe/v1/checkout/sessions/{intent['id']}",
                                headers=BEARER)  # fmt: skip
@@ -468,9 +448,6 @@ async def test_an_off_session_decline_is_stripe_s_402_card_error(
     assert await count(sessions, SandboxStripeSession) == before + 1
     not_paid = await stripe_post(client, "/refunds", {"payment_intent": intent["id"]})
     assert not_paid.status_code == 400
-    check_stripe("error", declined.json(), complete=False)
-    check_stripe("payment_intent", intent, complete=False)
-    check_stripe("payment_method", error["payment_method"])
     await drain(app)
     assert [e["type"] for e in recorder.bodies(STRIPE_WEBHOOK)] == [
         "charge.failed", "payment_intent.payment_failed",
@@ -488,7 +465,6 @@ async def test_a_detached_card_is_refused_for_good(
     detached = await stripe_post(client, f"/payment_methods/{method_id}/detach", {})
     assert detached.status_code == 200, detached.text
     assert (detached.json()["id"], detached.json()["customer"]) == (method_id, None)
-    check_stripe("payment_method", detached.json())
     assert (await stripe_get(client, f"/payment_methods/{method_id}"))["customer"] is None
     before = await count(sessions, SandboxStripeSession)
     refused = await stripe_post(client, "/payment_intents", off_session(anna["id"], method_id))
