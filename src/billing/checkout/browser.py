@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request, Response
@@ -125,6 +125,13 @@ def page(
     return response
 
 
+def _also_as_pages(responses: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """A browser (``Accept: text/html``) is answered each refusal as a page."""
+    for response in responses.values():
+        response.setdefault("content", {})["text/html"] = {"schema": {"type": "string"}}
+    return responses
+
+
 def _wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
@@ -133,7 +140,7 @@ def _wants_html(request: Request) -> bool:
     "/invoices/{invoice_id}/checkout",
     status_code=303,
     response_class=Response,
-    responses=problems(CHECKOUT_LINK_INVALID, *PAYMENT_START_ERRORS),
+    responses=_also_as_pages(problems(CHECKOUT_LINK_INVALID, *PAYMENT_START_ERRORS)),
 )
 async def checkout(
     invoice_id: uuid.UUID,
