@@ -235,6 +235,12 @@ async def test_payment_filters_take_the_whole_range(
 
 
 @pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The panel in English, whose times these tests read (Russian: test_admin_panel_i18n)."""
+    return settings.model_copy(update={"admin_locale": "en"})
+
+
+@pytest.fixture
 async def panel(app: FastAPI, sessions: Sessions) -> httpx.AsyncClient:
     await add_admin(sessions, "root", AdminRole.ADMIN)
     browser = panel_client(app)

@@ -75,7 +75,9 @@ class Invoice(Base):
     promo_code_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("promo_codes.id"))
     promo_code: Mapped[str | None] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default=InvoiceStatus.OPEN)
-    kind: Mapped[str] = mapped_column(String(16), default=InvoiceKind.PURCHASE)
+    kind: Mapped[str] = mapped_column(
+        String(16), default=InvoiceKind.PURCHASE, server_default=InvoiceKind.PURCHASE.value
+    )
     # The viewer's e-mail when the invoice was issued (the token's claim): the browser's
     # checkout link carries no token, and its payment's receipt goes there.
     customer_email: Mapped[str | None] = mapped_column(String(254))

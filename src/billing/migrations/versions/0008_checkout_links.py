@@ -20,7 +20,6 @@ def upgrade() -> None:
         "invoices",
         sa.Column("kind", sa.String(length=16), nullable=False, server_default="purchase"),
     )
-    op.alter_column("invoices", "kind", server_default=None)
     op.create_check_constraint(
         op.f("ck_invoices_kind_valid"), "invoices", "kind IN ('purchase', 'renewal')"
     )
