@@ -263,19 +263,7 @@ async def reserve_promo_code(
         raise _already_used(promo)
     try:
         async with session.begin_nested():
-            taken = await session.scalar(
-                update(PromoCode)
-                .where(
-                    PromoCode.id == promo.id,
-                    or_(
-                        PromoCode.max_redemptions.is_(None),
-                        PromoCode.redemptions_count < PromoCode.max_redemptions,
-                    ),
-                )
-                .values(redemptions_count=PromoCode.redemptions_count + 1)
-                .returning(PromoCode.redemptions_count)
-                .execution_options(synchronize_session=False)
-            )
+            taken = await _take_slot(session, promo.id)
             if taken is None:
                 raise errors.PROMO_CODE_EXHAUSTED(f"promo code {promo.code} is used up")
             session.add(
@@ -298,6 +286,25 @@ async def reserve_promo_code(
         raise
     # Keep the object in step without a lazy load (which an async session cannot do).
     set_committed_value(promo, "redemptions_count", taken)
+
+
+async def _take_slot(session: AsyncSession, promo_id: uuid.UUID) -> int | None:
+    """One more redemption of the code, if its limit allows; the new count, or None. One
+    conditional update: concurrent takers can never pass ``max_redemptions``."""
+    taken: int | None = await session.scalar(
+        update(PromoCode)
+        .where(
+            PromoCode.id == promo_id,
+            or_(
+                PromoCode.max_redemptions.is_(None),
+                PromoCode.redemptions_count < PromoCode.max_redemptions,
+            ),
+        )
+        .values(redemptions_count=PromoCode.redemptions_count + 1)
+        .returning(PromoCode.redemptions_count)
+        .execution_options(synchronize_session=False)
+    )
+    return taken
 
 
 def _already_used(promo: PromoCode) -> Problem:
@@ -363,19 +370,7 @@ async def redeem_released_reservation(session: AsyncSession, invoice_id: uuid.UU
         return False
     try:
         async with session.begin_nested():
-            taken = await session.scalar(
-                update(PromoCode)
-                .where(
-                    PromoCode.id == redemption.promo_code_id,
-                    or_(
-                        PromoCode.max_redemptions.is_(None),
-                        PromoCode.redemptions_count < PromoCode.max_redemptions,
-                    ),
-                )
-                .values(redemptions_count=PromoCode.redemptions_count + 1)
-                .returning(PromoCode.redemptions_count)
-                .execution_options(synchronize_session=False)
-            )
+            taken = await _take_slot(session, redemption.promo_code_id)
             if taken is None:
                 return False
             redemption.status = RedemptionStatus.REDEEMED
