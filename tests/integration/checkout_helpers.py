@@ -6,18 +6,24 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 import stripe
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from billing.app import create_app
+from billing.clock import FrozenClock
 from billing.config import Settings
 from billing.models import OutboxEvent, Tariff
+from tests.conftest import LoopbackTransport
 
 PROVIDERS = ("yookassa", "stripe")
 # Runs a test once per provider: the ``provider_name`` fixture picks the app's provider.
@@ -170,3 +176,25 @@ def forged_notification(settings: Settings, provider_payment_id: str) -> tuple[D
     if settings.provider == "yookassa":
         return notification(settings, "succeeded", provider_payment_id), 200
     return notification(settings, "succeeded", provider_payment_id, secret="whsec_forged"), 400
+
+
+@asynccontextmanager
+async def app_with_provider_at(
+    settings: Settings, clock: FrozenClock, **addresses: str
+) -> AsyncIterator[FastAPI]:
+    """The app under test with its provider addresses elsewhere (faked by respx), e.g.
+    ``yookassa_api_url="http://yookassa.test/v3"``: calls to billing.test still loop back."""
+    loopback = LoopbackTransport(public_host="billing.test")
+    application = create_app(
+        settings.model_copy(update=addresses), clock=clock, outbound_transport=loopback
+    )
+    loopback.app = application
+    async with LifespanManager(application):
+        yield application
+
+
+@asynccontextmanager
+async def client_of(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://billing.test") as http:
+        yield http

@@ -10,25 +10,28 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import respx
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing.app import create_app
 from billing.checkout.renewals import renew_subscriptions
 from billing.clock import FrozenClock
 from billing.config import Settings
 from billing.models import Invoice, RenewalAttempt, Tariff
 from billing.subscriptions.tasks import remind_expiring
-from tests.conftest import TEST_JWT_SECRET, LoopbackTransport
-from tests.integration.checkout_helpers import Viewer, add_tariff, events, make_viewer
+from tests.integration.checkout_helpers import (
+    Viewer,
+    add_tariff,
+    app_with_provider_at,
+    client_of,
+    events,
+    make_viewer,
+)
 from tests.integration.test_saved_methods import SAVED_CARD
 from tests.integration.test_yookassa_adapter import (
     PAYMENT_ID,
@@ -76,22 +79,14 @@ class FakeYooKassa:
 
 
 @pytest.fixture
-async def app(database_url: str, tmp_path: Path, clock: FrozenClock) -> AsyncIterator[FastAPI]:
-    settings = Settings(
-        database_url=database_url, data_dir=tmp_path, jwt_secret=TEST_JWT_SECRET,
-        public_url="http://billing.test", yookassa_api_url=API,
-    )  # fmt: skip
-    loopback = LoopbackTransport(public_host="billing.test")
-    application = create_app(settings, clock=clock, outbound_transport=loopback)
-    loopback.app = application
-    async with LifespanManager(application):
+async def app(settings: Settings, clock: FrozenClock) -> AsyncIterator[FastAPI]:
+    async with app_with_provider_at(settings, clock, yookassa_api_url=API) as application:
         yield application
 
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://billing.test") as http:
+    async with client_of(app) as http:
         yield http
 
 

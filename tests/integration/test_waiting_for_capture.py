@@ -7,19 +7,21 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 import respx
-from asgi_lifespan import LifespanManager
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing.app import create_app
 from billing.clock import FrozenClock
 from billing.config import Settings
-from tests.conftest import TEST_JWT_SECRET, LoopbackTransport
-from tests.integration.checkout_helpers import add_tariff, events, make_viewer
+from tests.integration.checkout_helpers import (
+    add_tariff,
+    app_with_provider_at,
+    client_of,
+    events,
+    make_viewer,
+)
 from tests.integration.test_yookassa_adapter import (
     PAYMENT_ID,
     pending_payment,
@@ -31,20 +33,12 @@ API = "http://yookassa.test/v3"
 
 
 @pytest.fixture
-async def client(
-    database_url: str, tmp_path: Path, clock: FrozenClock
-) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(
-        database_url=database_url, data_dir=tmp_path, jwt_secret=TEST_JWT_SECRET,
-        public_url="http://billing.test", yookassa_api_url=API,
-    )  # fmt: skip
-    loopback = LoopbackTransport(public_host="billing.test")
-    app = create_app(settings, clock=clock, outbound_transport=loopback)
-    loopback.app = app
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://billing.test") as http:
-            yield http
+async def client(settings: Settings, clock: FrozenClock) -> AsyncIterator[httpx.AsyncClient]:
+    async with (
+        app_with_provider_at(settings, clock, yookassa_api_url=API) as app,
+        client_of(app) as http,
+    ):
+        yield http
 
 
 def waiting() -> dict[str, object]:
