@@ -109,6 +109,15 @@ CHECKS = (
            WHERE i.status = 'open' AND i.expires_at < :now - :slack""",
     ),
     Check(
+        "renewal-charged-once",
+        "a subscription's period renewed by more than one successful charge",
+        """SELECT a.subscription_id, 'period ending ' || a.period_end || ': '
+                  || count(*) || ' charges'
+           FROM renewal_attempts a JOIN payments p ON p.id = a.payment_id
+           WHERE p.status IN ('succeeded', 'refunded')
+           GROUP BY a.subscription_id, a.period_end HAVING count(*) > 1""",
+    ),
+    Check(
         "refund-not-stuck",
         "a refund asked for long ago whose outcome is still unknown: reconciliation is stuck",
         """SELECT r.id, r.reason || ' refund pending since ' || r.created_at FROM refunds r

@@ -24,6 +24,7 @@ from billing.clock import FrozenClock
 from billing.config import Settings
 from billing.models import Invoice, RenewalAttempt, Tariff
 from billing.subscriptions.tasks import remind_expiring
+from billing.verify import verify
 from tests.integration.checkout_helpers import (
     Viewer,
     add_tariff,
@@ -167,6 +168,7 @@ async def test_a_renewal_charges_the_saved_card_at_today_s_price_once(
         kinds = sorted(invoice.kind for invoice in await session.scalars(select(Invoice)))
     assert kinds == ["purchase", "renewal"]
     assert (await renew(app, clock))["charged"] == 0  # the next period is not due yet
+    assert await money_findings(sessions, clock) == []
 
     # A renewal is refundable within the window, like any payment.
     payments = (await client.get("/api/v1/payments", headers=viewer.headers)).json()
@@ -269,3 +271,35 @@ async def test_the_reminder_says_when_and_how_much_will_be_charged(
     assert reminder.payload["auto_renew"] is True
     assert reminder.payload["renewal_amount"] == 49900
     assert datetime.fromisoformat(reminder.payload["renews_at"]) == end - timedelta(days=1)
+
+
+@pytest.mark.respx(assert_all_called=False)
+async def test_verify_names_a_period_charged_twice(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    auth_headers: AuthHeaders,
+    sessions: Sessions,
+    clock: FrozenClock,
+    fake: FakeYooKassa,
+) -> None:
+    _, _, subscription = await subscribed_with_a_saved_card(client, auth_headers, sessions)
+    clock.set(datetime.fromisoformat(subscription["current_period_end"]) - timedelta(days=1))
+    assert (await renew(app, clock))["charged"] == 1
+    async with sessions() as session, session.begin():  # a second charge for the same period
+        [attempt] = await session.scalars(select(RenewalAttempt))
+        session.add(
+            RenewalAttempt(
+                id=uuid.uuid4(), subscription_id=attempt.subscription_id,
+                period_end=attempt.period_end, attempt=2, invoice_id=attempt.invoice_id,
+                payment_id=attempt.payment_id, status="succeeded",
+            )
+        )  # fmt: skip
+    assert await money_findings(sessions, clock) == ["renewal-charged-once"]
+
+
+async def money_findings(sessions: Sessions, clock: FrozenClock) -> list[str]:
+    """`billing verify`'s findings, but the outbox's: no relay runs in these tests, and the
+    clock moved a month, so their events look stuck."""
+    async with sessions() as session:
+        found = await verify(session, now=clock.now(), grace_period=timedelta(days=2))
+    return [finding.check.name for finding in found if finding.check.name != "outbox-not-stuck"]
