@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from sqlalchemy import Select, and_, exists, not_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from billing.checkout.errors import CUSTOMER_EMAIL_REQUIRED
 from billing.checkout.providers.registry import Providers
-from billing.checkout.receipts import sale_receipt
-from billing.checkout.service import invoice_from_quote, sync_payment
+from billing.checkout.service import invoice_from_quote, invoice_receipt, sync_payment
 from billing.config import Settings
 from billing.db import transaction
 from billing.errors import Problem
@@ -37,7 +37,6 @@ from billing.models import (
     RenewalAttempt,
     RenewalAttemptStatus,
     Subscription,
-    Tariff,
 )
 from billing.payment_methods.service import usable_method
 from billing.pricing.service import quote_for
@@ -186,17 +185,8 @@ async def _open_attempt(
     )
     if settings.receipts_on and providers[method.provider].sends_receipts:
         if consent.customer_email is None:
-            raise Problem(422, "customer_email_required", "no e-mail for the renewal's receipt")
-        tariff = await session.get_one(Tariff, invoice.tariff_id)
-        payment.receipt = sale_receipt(
-            tariff_name=tariff.name,
-            months=invoice.months,
-            amount=invoice.total_amount,
-            currency=invoice.currency,
-            customer_email=consent.customer_email,
-            vat_code=settings.receipt_vat_code,
-            tax_system_code=settings.receipt_tax_system,
-        ).to_json()
+            raise CUSTOMER_EMAIL_REQUIRED("no e-mail for the renewal's receipt")
+        payment.receipt = await invoice_receipt(session, invoice, consent.customer_email, settings)
     session.add(payment)
     await session.flush()
     session.add(

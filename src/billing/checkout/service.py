@@ -12,6 +12,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -284,21 +285,29 @@ async def start_payment(
                 updated_at=now,
             )
             if settings.receipts_on and provider.sends_receipts and customer_email:
-                tariff = await session.get_one(Tariff, invoice.tariff_id)
-                payment.receipt = sale_receipt(
-                    tariff_name=tariff.name,
-                    months=invoice.months,
-                    amount=invoice.total_amount,
-                    currency=invoice.currency,
-                    customer_email=customer_email,
-                    vat_code=settings.receipt_vat_code,
-                    tax_system_code=settings.receipt_tax_system,
-                ).to_json()
+                payment.receipt = await invoice_receipt(session, invoice, customer_email, settings)
             session.add(payment)
         request = await _payment_request(session, payment, invoice, settings)
     return await _create_at_provider(
         sessions, providers, payment, request, now=now, settings=settings
     )
+
+
+async def invoice_receipt(
+    session: AsyncSession, invoice: Invoice, customer_email: str, settings: Settings
+) -> dict[str, Any]:
+    """The 54-FZ receipt of an invoice's payment, as it is kept and sent (every attempt
+    sends the same one)."""
+    tariff = await session.get_one(Tariff, invoice.tariff_id)
+    return sale_receipt(
+        tariff_name=tariff.name,
+        months=invoice.months,
+        amount=invoice.total_amount,
+        currency=invoice.currency,
+        customer_email=customer_email,
+        vat_code=settings.receipt_vat_code,
+        tax_system_code=settings.receipt_tax_system,
+    ).to_json()
 
 
 ProviderRequest = Callable[[PaymentProvider], Awaitable[ProviderPayment]]
