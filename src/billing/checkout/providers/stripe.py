@@ -24,7 +24,6 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -539,11 +538,15 @@ def _declined_intent(body: dict[str, Any]) -> ProviderPayment:
     error = body.get("error")
     if not isinstance(error, dict) or not isinstance(error.get("payment_intent"), dict):
         raise _Malformed("a card error without its payment intent")
-    intent = dict(error["payment_intent"])
-    intent.setdefault("last_payment_error", {k: error.get(k) for k in ("code", "decline_code")})
-    declined = _intent_payment({**intent, "status": "requires_payment_method"})
-    code = error.get("decline_code") or error.get("code")
-    return replace(declined, decline_reason=DECLINE_REASONS.get(str(code), DeclineReason.DECLINED))
+    # The error's own codes say why, whatever the intent's copy holds.
+    reason = {key: error.get(key) for key in ("code", "decline_code")}
+    return _intent_payment(
+        {
+            **error["payment_intent"],
+            "status": "requires_payment_method",
+            "last_payment_error": reason,
+        }
+    )
 
 
 def _delayed_payment_failed(intent: Any) -> bool:
