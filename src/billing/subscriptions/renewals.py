@@ -75,7 +75,6 @@ async def renewal_declined(
     attempt = await _attempt_of(session, payment)
     if attempt is None or attempt.status != RenewalAttemptStatus.CHARGING:
         return
-    subscription = await session.get_one(Subscription, attempt.subscription_id)
     tariff = await session.get_one(Tariff, invoice.tariff_id)
     first = await session.scalar(
         select(RenewalAttempt.created_at).where(
@@ -99,7 +98,7 @@ async def renewal_declined(
         user_id=invoice.user_id,
         occurred_at=now,
         data={
-            "subscription_id": subscription.id,
+            "subscription_id": attempt.subscription_id,
             "tariff": {"id": tariff.id, "name": tariff.name, "role": tariff.role},
             "amount": invoice.total_amount,
             "currency": invoice.currency,
