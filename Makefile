@@ -26,6 +26,7 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## Speed and memory benchmarks on the machine's PostgreSQL (method and last results: bench/README.md)
 ## make bench: HTTP load vs pgbench, claim cost at 10k/100k/1M, quotes → bench/results.md (≈ 15 min)

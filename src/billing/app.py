@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from billing import health
 from billing.admin import endpoints as admin_endpoints
 from billing.admin.panel import mount_admin_panel
+from billing.audit import endpoints as audit_endpoints
 from billing.catalog import endpoints as catalog_endpoints
 from billing.checkout import admin_endpoints as checkout_admin_endpoints
 from billing.checkout import browser as checkout_browser
@@ -103,6 +104,7 @@ def create_app(
     app.include_router(catalog_endpoints.admin_router, prefix=ADMIN_PREFIX)
     app.include_router(pricing_endpoints.admin_router, prefix=ADMIN_PREFIX)
     app.include_router(admin_endpoints.admin_router, prefix=ADMIN_PREFIX)
+    app.include_router(audit_endpoints.admin_router, prefix=ADMIN_PREFIX)
     app.include_router(outbox_endpoints.admin_router, prefix=ADMIN_PREFIX)
     app.include_router(checkout_admin_endpoints.admin_router, prefix=ADMIN_PREFIX)
     app.include_router(subscription_admin_endpoints.admin_router, prefix=ADMIN_PREFIX)

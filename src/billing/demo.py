@@ -15,7 +15,7 @@ from decimal import Decimal
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.admin.service import record_change
+from billing.audit.service import record_change
 from billing.catalog.service import snapshot
 from billing.models import DurationDiscount, PromoCode, Tariff, TariffPrice
 

@@ -1,28 +1,14 @@
-"""API shapes of the admin API's own resources: the audit log and the dashboard's figures."""
+"""API shapes of the admin API's own resources: the dashboard's figures."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from datetime import date, datetime
-from typing import Any
+from datetime import date
 
 from pydantic import ConfigDict, Field
 
 from billing.schemas import ResponseModel
-
-
-class AuditEntryOut(ResponseModel):
-    """Who changed what: ``before`` is null for a creation, ``after`` for a removal."""
-
-    id: uuid.UUID
-    actor: str
-    action: str
-    entity_type: str
-    entity_id: str
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-    created_at: datetime
 
 
 class DayFigures(ResponseModel):

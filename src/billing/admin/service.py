@@ -1,5 +1,5 @@
 """Admin accounts (hashed passwords), their panel logins (throttled) and sessions (kept in
-the database), and the audit log every change writes."""
+the database)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.admin.errors import ADMIN_USER_EXISTS, ADMIN_USER_NOT_FOUND
+from billing.audit.service import record_change
 from billing.db import transaction
 from billing.errors import VALIDATION_ERROR
-from billing.models import AdminLoginFailure, AdminRole, AdminSession, AdminUser, AuditEntry
+from billing.models import AdminLoginFailure, AdminRole, AdminSession, AdminUser
 
 _hasher = PasswordHasher()
 
@@ -250,26 +251,3 @@ async def save_session_data(session: AsyncSession, hashed: str, data: dict[str, 
 
 async def end_session(session: AsyncSession, hashed: str) -> None:
     await session.execute(delete(AdminSession).where(AdminSession.token_hash == hashed))
-
-
-async def record_change(
-    session: AsyncSession,
-    *,
-    actor: str,
-    action: str,
-    entity: Any,
-    before: dict[str, Any] | None,
-    after: dict[str, Any] | None,
-    entity_id: str | None = None,
-) -> None:
-    """One audit-log row, in the same transaction as the change it describes."""
-    session.add(
-        AuditEntry(
-            actor=actor,
-            action=action,
-            entity_type=entity.__tablename__,
-            entity_id=entity_id or str(getattr(entity, "id", "")),
-            before=before,
-            after=after,
-        )
-    )

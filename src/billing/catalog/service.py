@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
-from billing.admin.service import record_change
+from billing.audit.service import record_change
 from billing.catalog.errors import (
     TARIFF_CODE_EXISTS,
     TARIFF_INACTIVE,

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing.admin.service import record_change
+from billing.audit.service import record_change
 from billing.config import Settings
 from billing.db import transaction
 from billing.models import Tariff

@@ -13,7 +13,7 @@ from fastapi.encoders import jsonable_encoder
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.admin.service import record_change
+from billing.audit.service import record_change
 from billing.models import OutboxEvent, OutboxStatus
 from billing.outbox.errors import OUTBOX_EVENT_DELIVERED, OUTBOX_EVENT_NOT_FOUND
 

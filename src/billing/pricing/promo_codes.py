@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from billing.admin.service import record_change
+from billing.audit.service import record_change
 from billing.catalog.errors import TARIFF_NOT_FOUND
 from billing.config import Settings
 from billing.errors import VALIDATION_ERROR, Problem

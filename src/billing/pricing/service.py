@@ -18,7 +18,7 @@ from sqlalchemy import literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.admin.service import record_change
+from billing.audit.service import record_change
 from billing.catalog.errors import TARIFF_INACTIVE, TARIFF_NOT_FOUND
 from billing.config import Settings
 from billing.errors import VALIDATION_ERROR

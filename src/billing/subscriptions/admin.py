@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.admin.service import record_change
+from billing.audit.service import record_change
 from billing.catalog.errors import TARIFF_INACTIVE
 from billing.catalog.service import get_tariff
 from billing.errors import VALIDATION_ERROR
