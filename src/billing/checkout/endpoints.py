@@ -44,7 +44,7 @@ from billing.schemas import Page
 router = APIRouter(tags=["checkout"])
 
 
-def get_providers(request: Request) -> Providers:
+async def get_providers(request: Request) -> Providers:
     """Every provider's adapter, built once at start-up (``create_app``'s lifespan)."""
     providers: Providers = request.app.state.providers
     return providers
@@ -203,17 +203,14 @@ async def get_payment(
 async def confirm_payment(
     payment_id: uuid.UUID,
     user_id: ViewerId,
-    session: SessionDep,
     sessions: SessionsDep,
     settings: SettingsDep,
     clock: ClockDep,
     providers: ProvidersDep,
 ) -> PaymentOut:
     """Ask the provider now and apply the answer (idempotent: repeats change nothing)."""
-    await service.get_own_payment(session, payment_id, user_id)  # 404 for anyone else's
-    await session.close()
     payment = await service.sync_payment(
-        sessions, providers, payment_id, now=clock.now(), settings=settings
+        sessions, providers, payment_id, now=clock.now(), settings=settings, owner=user_id
     )
     return payment_out(payment, settings)
 

@@ -495,13 +495,15 @@ async def sync_payment(
     *,
     now: datetime,
     settings: Settings,
+    owner: uuid.UUID | None = None,
 ) -> Payment:
     """Ask the provider about a payment and apply what it says (confirm, webhook, scheduler).
     A payment that never learnt its provider id (interrupted start) is asked for again with
-    its own key, which answers the one the provider made, if any."""
+    its own key, which answers the one the provider made, if any. With ``owner``, another
+    user's payment is not found (the viewer's confirm: one read checks both)."""
     async with sessions() as session:
         payment = await session.get(Payment, payment_id)
-        if payment is None:
+        if payment is None or owner not in (None, payment.user_id):
             raise PAYMENT_NOT_FOUND()
         if payment.status == PaymentStatus.PENDING and payment.provider_payment_id is None:
             invoice = await session.get_one(Invoice, payment.invoice_id)

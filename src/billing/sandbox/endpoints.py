@@ -73,7 +73,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 router = APIRouter(lifespan=_lifespan, include_in_schema=False)
 
 
-def get_notifier(request: Request) -> Notifier:
+async def get_notifier(request: Request) -> Notifier:
     notifier: Notifier = request.app.state.sandbox_notifier
     return notifier
 
@@ -141,14 +141,10 @@ def _payment_json(payment: SandboxPayment, settings: Settings) -> dict[str, Any]
 
 
 async def _expire_due(
-    sessions: SessionsDep,
-    settings: Settings,
-    notifier: Notifier,
-    now: datetime,
-    payment_id: str | None = None,
+    sessions: SessionsDep, settings: Settings, notifier: Notifier, now: datetime
 ) -> None:
     """Cancel what has outlived ЮKassa's lifetimes, and tell billing (as ЮKassa does)."""
-    for expired in await service.expire_due(sessions, now=now, payment_id=payment_id):
+    for expired in await service.expire_due(sessions, now=now):
         notifier.send_later(notification("payment.canceled", _payment_json(expired, settings)))
 
 
@@ -158,8 +154,11 @@ async def _current_payment(
     found = _object_id(payment_id)
     if found is None:
         return None
-    await _expire_due(sessions, settings, notifier, now, found)
-    return await service.find_payment(sessions, found)
+    payment, expired = await service.current_payment(sessions, found, now=now)
+    if expired:
+        assert payment is not None
+        notifier.send_later(notification("payment.canceled", _payment_json(payment, settings)))
+    return payment
 
 
 _LIST_LIMIT = re.compile(r"[1-9][0-9]?|100")

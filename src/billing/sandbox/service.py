@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, Select, and_, cast, or_, select, update
+from sqlalchemy import ColumnElement, DateTime, Select, and_, case, cast, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -162,40 +162,56 @@ async def find_payment(sessions: Sessions, payment_id: str) -> SandboxPayment | 
         return await session.get(SandboxPayment, payment_id)
 
 
-async def expire_due(
-    sessions: Sessions, *, now: datetime, payment_id: str | None = None
+async def current_payment(
+    sessions: Sessions, payment_id: str, *, now: datetime
+) -> tuple[SandboxPayment | None, bool]:
+    """The payment as ЮKassa would show it at ``now``, and whether looking at it canceled it
+    (outlived a lifetime: see ``expire_due``). One transaction: billing asks for a payment
+    on every confirm and webhook, and the sandbox's cost counts in the benchmarks."""
+    async with transaction(sessions) as session:
+        expired = await _expire(session, now=now, payment_id=payment_id)
+        if expired:
+            return expired[0], True
+        return await session.get(SandboxPayment, payment_id), False
+
+
+async def expire_due(sessions: Sessions, *, now: datetime) -> list[SandboxPayment]:
+    """Cancel every payment ЮKassa would have canceled by ``now``; answers them, for their
+    ``payment.canceled`` notifications."""
+    async with transaction(sessions) as session:
+        return await _expire(session, now=now)
+
+
+async def _expire(
+    session: AsyncSession, *, now: datetime, payment_id: str | None = None
 ) -> list[SandboxPayment]:
     """Cancel what ЮKassa would have canceled by ``now`` (all payments, or the one named):
     unconfirmed past ``CONFIRMATION_LIFETIME``, uncaptured past ``CAPTURE_LIFETIME``.
-
-    ЮKassa does it on its own; the sandbox when a payment is next looked at. Answers the
-    payments this call canceled, for their ``payment.canceled`` notifications.
-    """
+    ЮKassa does it on its own; the sandbox when a payment is next looked at."""
     authorized = SandboxPayment.merchant_metadata[STATE_KEY]["authorized_at"].astext
     pending = [SandboxPayment.status == SandboxPaymentStatus.PENDING]
     if payment_id is not None:
         pending.append(SandboxPayment.id == payment_id)
-    due = {
-        EXPIRED_ON_CONFIRMATION: and_(
-            authorized.is_(None), SandboxPayment.created_at <= now - CONFIRMATION_LIFETIME
-        ),
-        EXPIRED_ON_CAPTURE: and_(
-            authorized.is_not(None),
-            cast(authorized, DateTime(timezone=True)) <= now - CAPTURE_LIFETIME,
-        ),
-    }
-    canceled: list[SandboxPayment] = []
-    async with transaction(sessions) as session:
-        for reason, condition in due.items():
-            rows = await session.scalars(
-                update(SandboxPayment)
-                .where(*pending, condition)
-                .values(status=SandboxPaymentStatus.CANCELED, cancellation_reason=reason)
-                .returning(SandboxPayment)
-                .execution_options(synchronize_session=False)
-            )
-            canceled.extend(rows)
-    return canceled
+    unconfirmed = and_(
+        authorized.is_(None), SandboxPayment.created_at <= now - CONFIRMATION_LIFETIME
+    )
+    uncaptured = and_(
+        authorized.is_not(None),
+        cast(authorized, DateTime(timezone=True)) <= now - CAPTURE_LIFETIME,
+    )
+    rows = await session.scalars(
+        update(SandboxPayment)
+        .where(*pending, or_(unconfirmed, uncaptured))
+        .values(
+            status=SandboxPaymentStatus.CANCELED,
+            cancellation_reason=case(
+                (unconfirmed, EXPIRED_ON_CONFIRMATION), else_=EXPIRED_ON_CAPTURE
+            ),
+        )
+        .returning(SandboxPayment)
+        .execution_options(synchronize_session=False)
+    )
+    return list(rows)
 
 
 async def _locked(session: AsyncSession, payment_id: str) -> SandboxPayment | None:

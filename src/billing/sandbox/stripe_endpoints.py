@@ -95,7 +95,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 router = APIRouter(lifespan=_lifespan, include_in_schema=False)
 
 
-def get_notifier(request: Request) -> StripeNotifier:
+async def get_notifier(request: Request) -> StripeNotifier:
     notifier: StripeNotifier = request.app.state.sandbox_stripe_notifier
     return notifier
 
