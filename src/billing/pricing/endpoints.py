@@ -22,16 +22,20 @@ from billing.pricing.errors import (
     DURATION_DISCOUNT_NOT_FOUND,
     PERSONAL_DISCOUNT_NOT_FOUND,
     PROMO_CODE_EXISTS,
+    PROMO_CODE_LIMIT_BELOW_TAKEN,
     PROMO_CODE_NOT_FOUND,
+    PROMO_CODE_NOT_REACTIVATABLE,
     QUOTE_ERRORS,
 )
 from billing.pricing.schemas import (
     DurationDiscountIn,
     DurationDiscountOut,
+    PromoCodeChange,
     PromoCodeIn,
     PromoCodeOut,
     QuoteOut,
     QuoteRequest,
+    RedemptionOut,
     UserDiscountIn,
     UserDiscountOut,
 )
@@ -195,3 +199,33 @@ async def delete_promo_code(code: str, principal: AdminPrincipal, session: Sessi
     async with session.begin():
         await promo_codes.delete_promo_code(session, code, actor=principal.subject)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@admin_router.patch(
+    "/promo-codes/{code}",
+    responses=problems(
+        PROMO_CODE_NOT_FOUND, PROMO_CODE_LIMIT_BELOW_TAKEN, PROMO_CODE_NOT_REACTIVATABLE
+    ),
+)
+async def update_promo_code(
+    code: str,
+    body: PromoCodeChange,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    clock: ClockDep,
+) -> PromoCodeOut:
+    """Change the validity window, the redemption limit or ``is_active`` (deactivate,
+    reactivate); fields left out stay, ``null`` clears an end, a start or the limit. The
+    discount and tariffs are fixed once created."""
+    async with session.begin():
+        return await promo_codes.update_promo_code(
+            session, code, body, actor=principal.subject, now=clock.now()
+        )
+
+
+@admin_router.get("/promo-codes/{code}/redemptions", responses=problems(PROMO_CODE_NOT_FOUND))
+async def list_redemptions(
+    code: str, _: AdminPrincipal, session: SessionDep, page: PageDep
+) -> list[RedemptionOut]:
+    """Who used the code (reserved, redeemed or released), newest first."""
+    return await promo_codes.list_redemptions(session, code, page)

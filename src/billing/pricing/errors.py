@@ -19,6 +19,17 @@ PROMO_CODE_ALREADY_USED = ApiError(
     422, "promo_code_already_used", "this viewer has used the promo code already"
 )
 PROMO_CODE_EXISTS = ApiError(409, "promo_code_exists", "a promo code with this code exists")
+# An admin's change that the code's redemptions or window refuse (PATCH /promo-codes/{code}).
+PROMO_CODE_LIMIT_BELOW_TAKEN = ApiError(
+    409,
+    "promo_code_limit_below_taken",
+    "the limit is below the redemptions already reserved or redeemed",
+)
+PROMO_CODE_NOT_REACTIVATABLE = ApiError(
+    409,
+    "promo_code_not_reactivatable",
+    "an ended or used-up code is reactivated only with a window or limit that admits it",
+)
 DURATION_DISCOUNT_NOT_FOUND = ApiError(404, "not_found", "no discount for this many months")
 PERSONAL_DISCOUNT_NOT_FOUND = ApiError(404, "not_found", "the user has no personal discount")
 

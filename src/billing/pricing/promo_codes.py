@@ -1,4 +1,5 @@
-"""Promo codes: the admin's create/list/delete, and the reservation accounting of checkout.
+"""Promo codes: the admin's create/list/edit/delete and redemptions list, and the
+reservation accounting of checkout.
 
 A code's ``redemptions_count`` counts its reserved and redeemed redemptions. Taking a slot
 is one conditional UPDATE, so ``max_redemptions`` holds under any concurrency (and a CHECK
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, or_, select, update
+from sqlalchemy import case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,8 +34,8 @@ from billing.models import (
 )
 from billing.pricing import errors
 from billing.pricing.codes import generate_code, is_valid_code, normalize_code
-from billing.pricing.rules import PromoTerms, promo_problem
-from billing.pricing.schemas import PromoCodeIn, PromoCodeOut
+from billing.pricing.rules import DiscountSource, PromoTerms, promo_problem
+from billing.pricing.schemas import PromoCodeChange, PromoCodeIn, PromoCodeOut, RedemptionOut
 from billing.schemas import Page
 
 PROMO_CODE_NOT_FOUND = errors.PROMO_CODE_NOT_FOUND.code
@@ -124,6 +125,31 @@ async def list_promo_codes(
     return [_out(promo, tariff_ids[promo.id]) for promo in promos]
 
 
+async def list_redemptions(session: AsyncSession, code: str, page: Page) -> list[RedemptionOut]:
+    """Who used the code, newest first: every reservation, redeemed, held or released."""
+    promo = await find_promo_code(session, code)
+    taken_off = case(
+        (Invoice.discount_source == DiscountSource.PROMO.value, Invoice.discount_amount), else_=0
+    )
+    rows = await session.execute(
+        select(
+            PromoRedemption.user_id,
+            PromoRedemption.invoice_id,
+            PromoRedemption.status,
+            PromoRedemption.created_at.label("reserved_at"),
+            Invoice.paid_at,
+            taken_off.label("discount_amount"),
+            Invoice.currency,
+        )
+        .join(Invoice, Invoice.id == PromoRedemption.invoice_id)
+        .where(PromoRedemption.promo_code_id == promo.id)
+        .order_by(PromoRedemption.created_at.desc(), PromoRedemption.id)
+        .limit(page.limit)
+        .offset(page.offset)
+    )
+    return [RedemptionOut.model_validate(row) for row in rows.mappings()]
+
+
 # Admin changes ---------------------------------------------------------------------------
 
 
@@ -206,6 +232,76 @@ async def _insert_generated(
         if len(ids) == count:
             return ids
     raise RuntimeError(f"could not generate {count} unique promo codes")
+
+
+async def update_promo_code(
+    session: AsyncSession, code: str, change: PromoCodeChange, *, actor: str, now: datetime
+) -> PromoCodeOut:
+    """Change the window, the limit or whether the code is active; only the fields given.
+
+    The discount and the tariffs stay as created: a viewer's quote must not change under
+    them. The row lock orders this with every reservation of the code: a reservation in
+    flight is counted before the new limit is checked, and one that follows sees the new
+    limit in its conditional update (``_take_slot``), so none passes it."""
+    promo = await find_promo_code(session, code)
+    await session.refresh(promo, with_for_update=True)
+    tariff_ids = (await _tariff_ids(session, [promo.id]))[promo.id]
+    before = _out(promo, tariff_ids)
+    given = change.model_fields_set
+    valid_from = change.valid_from if "valid_from" in given else promo.valid_from
+    valid_until = change.valid_until if "valid_until" in given else promo.valid_until
+    limit = change.max_redemptions if "max_redemptions" in given else promo.max_redemptions
+    is_active = promo.is_active if change.is_active is None else change.is_active
+    taken = promo.redemptions_count
+
+    if valid_until is not None and valid_until != promo.valid_until and valid_until <= now:
+        raise VALIDATION_ERROR(
+            "valid_until: must be in the future (to end a code now, deactivate it)"
+        )
+    if valid_from is not None and valid_until is not None and valid_from >= valid_until:
+        raise VALIDATION_ERROR(
+            f"valid_from must be before valid_until ({_iso(valid_from)} ≥ {_iso(valid_until)})"
+        )
+    if limit is not None and limit < taken:
+        raise errors.PROMO_CODE_LIMIT_BELOW_TAKEN(
+            f"max_redemptions: promo code {promo.code} has {taken} redemptions reserved or "
+            f"redeemed; the limit cannot be below that"
+        )
+    if is_active and not promo.is_active:
+        if valid_until is not None and valid_until <= now:
+            raise errors.PROMO_CODE_NOT_REACTIVATABLE(
+                f"promo code {promo.code} ended at {_iso(valid_until)}: reactivate it with a "
+                "later valid_until (or none)"
+            )
+        if limit is not None and taken >= limit:
+            raise errors.PROMO_CODE_NOT_REACTIVATABLE(
+                f"promo code {promo.code} is used up ({taken} of {limit}): reactivate it with "
+                "a higher max_redemptions (or none)"
+            )
+
+    promo.valid_from, promo.valid_until = valid_from, valid_until
+    promo.max_redemptions, promo.is_active = limit, is_active
+    await session.flush()
+    after = _out(promo, tariff_ids)
+    if after != before:
+        if is_active != before.is_active:
+            action = "reactivate" if is_active else "deactivate"
+        else:
+            action = "update"
+        await record_change(
+            session,
+            actor=actor,
+            action=action,
+            entity=PromoCode,
+            entity_id=str(promo.id),
+            before=before.model_dump(mode="json"),
+            after=after.model_dump(mode="json"),
+        )
+    return after
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
 
 
 async def delete_promo_code(session: AsyncSession, code: str, *, actor: str) -> None:

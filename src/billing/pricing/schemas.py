@@ -139,3 +139,48 @@ class PromoCodeOut(ResponseModel):
     tariff_ids: list[UUID]
     is_active: bool
     created_at: datetime
+
+
+# What a code keeps for life: the discount already quoted to viewers must not change under them.
+FIXED_TERMS = ("code", "percent", "amount", "currency", "tariff_ids", "once_per_user", "count")
+
+
+class PromoCodeChange(ApiModel):
+    """``PATCH /promo-codes/{code}``: only the fields given change; ``null`` clears the
+    window's end (or start) or the limit."""
+
+    valid_from: Moment | None = None
+    valid_until: Moment | None = None
+    max_redemptions: Annotated[int | None, Field(strict=True, ge=1, le=MAX_REDEMPTIONS)] = None
+    is_active: Annotated[bool | None, Field(strict=True)] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _terms_are_fixed(cls, data: object) -> object:
+        if isinstance(data, dict) and (fixed := [name for name in FIXED_TERMS if name in data]):
+            raise ValueError(
+                f"{', '.join(fixed)}: fixed once the code is created (create a new code instead)"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _window_is_ordered(self) -> PromoCodeChange:
+        if "is_active" in self.model_fields_set and self.is_active is None:
+            raise ValueError("is_active: true or false")
+        if self.valid_from and self.valid_until and self.valid_from >= self.valid_until:
+            raise ValueError("valid_from must be before valid_until")
+        return self
+
+
+class RedemptionOut(ResponseModel):
+    """One use of a code: reserved when its invoice was issued, redeemed when it was paid,
+    released when the invoice expired or was canceled."""
+
+    user_id: UUID
+    invoice_id: UUID
+    status: str
+    reserved_at: datetime
+    paid_at: datetime | None
+    # What the code took off the invoice: 0 when another discount was larger and won.
+    discount_amount: int
+    currency: str
