@@ -17,7 +17,10 @@ from billing.app import ADMIN_PREFIX
 
 Headers = Callable[..., dict[str, str]]
 # The panel's admin-only views, and the Admin API routes that show or change the same.
-ADMIN_ONLY_ROUTES = {"outbox-event": re.compile(r"^/outbox(/|$)")}
+ADMIN_ONLY_ROUTES = {
+    "outbox-event": re.compile(r"^/outbox(/|$)"),
+    "admin-user": re.compile(r"^/admin-users(/|$)"),  # the panel's accounts: no API route yet
+}
 
 
 def admin_routes(app: FastAPI) -> list[tuple[str, str]]:

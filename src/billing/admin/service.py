@@ -15,17 +15,23 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing.admin.errors import ADMIN_USER_EXISTS, ADMIN_USER_NOT_FOUND
+from billing.admin.errors import (
+    ADMIN_USER_EXISTS,
+    ADMIN_USER_NOT_FOUND,
+    ADMIN_USER_SELF,
+)
 from billing.audit.service import record_change
 from billing.db import transaction
-from billing.errors import VALIDATION_ERROR
+from billing.errors import FORBIDDEN, VALIDATION_ERROR
 from billing.models import AdminLoginFailure, AdminRole, AdminSession, AdminUser
 
 _hasher = PasswordHasher()
 
 MIN_PASSWORD_LENGTH = 8
+USERNAME_MAX_LENGTH = 150  # admin_users.username
 COUNTED_NAME_LENGTH = 200  # of a typed username, when counting failures (accounts: 150)
 LOGIN_FAILURES_ALLOWED = 5
 LOGIN_FAILURE_WINDOW = timedelta(minutes=15)
@@ -37,25 +43,40 @@ def _stand_in_hash() -> str:
     return _hasher.hash(secrets.token_urlsafe(16))
 
 
-async def create_admin_user(
-    session: AsyncSession, username: str, password: str, role: AdminRole
-) -> AdminUser:
+def _checked_username(username: str) -> str:
     username = username.strip()
     if not username:
         raise VALIDATION_ERROR("username: must not be empty")
+    if len(username) > USERNAME_MAX_LENGTH:
+        raise VALIDATION_ERROR(f"username: at most {USERNAME_MAX_LENGTH} characters")
+    if not username.isprintable():  # control characters, a NUL that PostgreSQL cannot hold
+        raise VALIDATION_ERROR("username: only printable characters")
+    return username
+
+
+async def _new_password_hash(password: str) -> str:
+    """Argon2 is slow on purpose: it runs in a thread, and the callers hash before their
+    first query, so no database connection waits on it."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise VALIDATION_ERROR(f"password: at least {MIN_PASSWORD_LENGTH} characters")
-    taken = await session.scalar(
-        select(AdminUser.id).where(func.lower(AdminUser.username) == username.lower())
-    )
-    if taken is not None:
-        raise ADMIN_USER_EXISTS(f"admin user {username!r} already exists")
-    user = AdminUser(username=username, password_hash=_hasher.hash(password), role=role)
-    session.add(user)
-    await session.flush()
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def create_admin_user(
+    session: AsyncSession, username: str, password: str, role: AdminRole, *, actor: str = "cli"
+) -> AdminUser:
+    username = _checked_username(username)
+    password_hash = await _new_password_hash(password)
+    user = AdminUser(username=username, password_hash=password_hash, role=AdminRole(role))
+    try:
+        async with session.begin_nested():  # the unique index decides between two at once
+            session.add(user)
+            await session.flush()
+    except IntegrityError:
+        raise ADMIN_USER_EXISTS(f"admin user {username!r} already exists") from None
     await record_change(
         session,
-        actor="cli",
+        actor=actor,
         action="create",
         entity=user,
         before=None,
@@ -94,23 +115,114 @@ async def authenticate(
 
 async def deactivate_admin_user(session: AsyncSession, username: str, actor: str) -> AdminUser:
     """The account can no longer log in, and its open sessions end now (reactivating it
-    later does not bring them back)."""
+    later does not bring them back). The command line's: no account is acting, so the rules
+    of the panel's ``set_admin_user_active`` do not apply."""
     user = await session.scalar(
         select(AdminUser).where(func.lower(AdminUser.username) == login_name(username))
     )
     if user is None:
         raise ADMIN_USER_NOT_FOUND(f"no admin user {username!r}")
-    await session.execute(delete(AdminSession).where(AdminSession.admin_user_id == user.id))
-    if user.is_active:
-        user.is_active = False
+    await _set_active(session, user, False, actor)
+    return user
+
+
+async def _set_active(session: AsyncSession, user: AdminUser, active: bool, actor: str) -> None:
+    if not active:
+        await _end_sessions_of(session, user)
+    if user.is_active != active:
+        user.is_active = active
         await record_change(
             session,
             actor=actor,
-            action="deactivate",
+            action="reactivate" if active else "deactivate",
             entity=user,
-            before={"is_active": True},
-            after={"is_active": False},
+            before={"is_active": not active},
+            after={"is_active": active},
         )
+
+
+async def _end_sessions_of(session: AsyncSession, user: AdminUser) -> int:
+    ended = await session.scalars(
+        delete(AdminSession)
+        .where(AdminSession.admin_user_id == user.id)
+        .returning(AdminSession.token_hash)
+    )
+    return len(ended.all())
+
+
+# The panel's account changes: ``by`` is the signed-in account doing them -------------------
+
+
+async def _changed_by_admin(session: AsyncSession, user_id: uuid.UUID, by: AdminUser) -> AdminUser:
+    """The account to change, once its author is found to be an active admin still. Both
+    rows are locked in one order: two admins deactivating each other at once wait for each
+    other, and the second finds its author deactivated."""
+    rows = await session.scalars(
+        select(AdminUser)
+        .where(AdminUser.id.in_({user_id, by.id}))
+        .order_by(AdminUser.id)
+        .with_for_update()
+    )
+    found = {row.id: row for row in rows}
+    author = found.get(by.id)
+    if author is None or not author.is_active or author.role != AdminRole.ADMIN:
+        raise FORBIDDEN("only an active admin account may change admin accounts")
+    if user_id not in found:
+        raise ADMIN_USER_NOT_FOUND(f"no admin user {user_id}")
+    return found[user_id]
+
+
+def _not_yourself(user: AdminUser, by: AdminUser) -> None:
+    """Nobody locks themself out. With only active admins changing accounts, this also
+    keeps an active admin in the panel always (else only the command line could help)."""
+    if user.id == by.id:
+        raise ADMIN_USER_SELF()
+
+
+async def set_admin_user_active(
+    session: AsyncSession, user_id: uuid.UUID, active: bool, *, by: AdminUser
+) -> AdminUser:
+    """Deactivating ends the account's sessions at once; reactivating lets it log in again
+    (with its old password, in new sessions only)."""
+    user = await _changed_by_admin(session, user_id, by)
+    if not active:
+        _not_yourself(user, by)
+    await _set_active(session, user, active, by.username)
+    return user
+
+
+async def change_admin_role(
+    session: AsyncSession, user_id: uuid.UUID, role: AdminRole, *, by: AdminUser
+) -> AdminUser:
+    """The account's next request already has the new role (sessions read it from the
+    account)."""
+    role = AdminRole(role)
+    user = await _changed_by_admin(session, user_id, by)
+    if user.role == role:
+        return user
+    _not_yourself(user, by)
+    before, user.role = user.role, role
+    await record_change(
+        session, actor=by.username, action="update", entity=user,
+        before={"role": before}, after={"role": role},
+    )  # fmt: skip
+    return user
+
+
+async def reset_admin_password(
+    session: AsyncSession, user_id: uuid.UUID, password: str, *, by: AdminUser
+) -> AdminUser:
+    """A new password, and every session of the account ends (one opened with the old
+    password, perhaps stolen, dies with it; the author's own too, when it is theirs). The
+    audit log says that it happened, never the password or its hash."""
+    password_hash = await _new_password_hash(password)
+    user = await _changed_by_admin(session, user_id, by)
+    user.password_hash = password_hash
+    ended = await _end_sessions_of(session, user)
+    await record_change(
+        session, actor=by.username, action="reset_password", entity=user,
+        before=None, after={"sessions_ended": ended},
+    )  # fmt: skip
     return user
 
 

@@ -9,6 +9,7 @@ from sqladmin import ModelView
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 
+from billing.admin.panel.accounts import AdminUserAdmin
 from billing.admin.panel.base import BillingAdmin
 from billing.admin.panel.catalog import TariffAdmin, TariffPriceAdmin
 from billing.admin.panel.discounts import DurationDiscountAdmin, PromoCodeAdmin, UserDiscountAdmin
@@ -29,8 +30,9 @@ VIEWS: tuple[type[ModelView], ...] = (
     PromoCodeAdmin,
     AuditEntryAdmin,
     OutboxEventAdmin,
+    AdminUserAdmin,
 )
-ADMIN_ONLY = frozenset({OutboxEventAdmin.identity})
+ADMIN_ONLY = frozenset({OutboxEventAdmin.identity, AdminUserAdmin.identity})
 
 
 class _RefusalsAreNotErrors(logging.Filter):
