@@ -1,11 +1,14 @@
-"""The dashboard's figures (``GET /api/v1/admin/stats``) at a million payments.
+"""The dashboard's figures (``GET /api/v1/admin/stats``) at 100 000 and a million payments.
 
-Fills a throw-away database with ``--payments`` paid invoices and their payments spread over
-the last year (every 30th refunded, with its refund), ``--subscriptions`` subscriptions (a
-third of them expired or canceled), then times ``billing.admin.stats.dashboard_stats`` — the
-one function behind the API and the panel's dashboard — for periods of 7, 30, 90 and 366
-days: ``--repeats`` runs each after one warm-up, the median reported. Run
-``python bench/stats_at_scale.py --help`` for the flags.
+For each ``--sizes`` N, fills a throw-away database with N paid invoices and their payments
+spread over the last year (every 30th refunded, with its refund), N / 10 subscriptions (a
+third each active, expired, canceled), then times ``billing.admin.stats.dashboard_stats`` —
+the one function behind the API and the panel's dashboard — and each of its queries
+(``billing.admin.stats.QUERIES``) alone, for periods of 7, 30, 90 and 366 days: one
+warm-up, then ``--repeats`` runs, the median reported. ``--label before`` / ``after`` keeps
+both measurements side by side in the JSON; ``--explain DIR`` writes each query's
+``EXPLAIN (ANALYZE, BUFFERS)`` per size and period. Run ``python bench/stats_at_scale.py
+--help`` for the flags.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import Any
 
 import psycopg
 from _common import bench_database, exit_on_sigterm, machine, median, server_url_from_env
+from sqlalchemy.dialects import postgresql
 
-from billing.admin.stats import dashboard_stats
+from billing.admin.stats import QUERIES, dashboard_stats, query_bounds
 from billing.db import create_engine, libpq_url, session_factory
 
 PERIODS = (7, 30, 90, 366)
@@ -100,10 +104,31 @@ def fill(url: str, *, payments: int, subscriptions: int, now: datetime) -> float
             for statement in FILL_SQL.split(";\n\n"):
                 connection.execute(statement, params)  # type: ignore[call-overload]
         connection.execute("VACUUM ANALYZE")
+        connection.execute("CHECKPOINT")  # the fill's WAL is not written during the timing
     return time.perf_counter() - started
 
 
-async def time_periods(url: str, *, now: datetime, repeats: int) -> list[dict[str, Any]]:
+def explain(url: str, bounds: dict[str, Any]) -> str:
+    """Each query's plan as PostgreSQL ran it, with the pages it touched."""
+    parts = []
+    with psycopg.connect(libpq_url(url)) as connection:
+        for name, query in QUERIES.items():
+            sql = str(query.compile(dialect=postgresql.psycopg.dialect()))
+            rows = connection.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", bounds).fetchall()
+            parts.append(f"-- {name}\n" + "\n".join(str(row[0]) for row in rows))
+    return "\n\n".join(parts) + "\n"
+
+
+def ms(seconds: list[float]) -> dict[str, Any]:
+    return {
+        "median_ms": round(median(seconds) * 1000, 1),
+        "runs_ms": [round(s * 1000, 1) for s in seconds],
+    }
+
+
+async def time_periods(
+    url: str, *, now: datetime, repeats: int, explain_to: Path | None, size: int
+) -> list[dict[str, Any]]:
     engine = create_engine(url)
     sessions = session_factory(engine)
     rows = []
@@ -111,22 +136,39 @@ async def time_periods(url: str, *, now: datetime, repeats: int) -> list[dict[st
         for days in PERIODS:
             last = now.date()
             first = last - timedelta(days=days - 1)
-            durations = []
+            bounds = query_bounds(first, last, currency="RUB", now=now)
+            if explain_to is not None:
+                (explain_to / f"stats_{size}_{days}d.txt").write_text(explain(url, bounds))
+            durations: list[float] = []
+            per_query: dict[str, list[float]] = {name: [] for name in QUERIES}
             for run in range(repeats + 1):  # the first is a warm-up
                 started = time.perf_counter()
                 async with sessions() as session:
                     figures = await dashboard_stats(session, first, last, currency="RUB", now=now)
                 if run:
                     durations.append(time.perf_counter() - started)
+                async with sessions() as session:
+                    for name, query in QUERIES.items():
+                        started = time.perf_counter()
+                        (await session.execute(query, bounds)).all()
+                        if run:
+                            per_query[name].append(time.perf_counter() - started)
             rows.append(
                 {
                     "days": days,
-                    "median_ms": round(median(durations) * 1000, 1),
-                    "runs_ms": [round(d * 1000, 1) for d in durations],
+                    **ms(durations),
+                    "queries": {name: ms(seconds) for name, seconds in per_query.items()},
                     "payments_in_period": sum(day.payments for day in figures.days),
+                    "gross_in_period": sum(day.gross for day in figures.days),
+                    "refunds_in_period": sum(day.refunds for day in figures.days),
+                    "new": figures.new_subscriptions,
+                    "churned": figures.churned_subscriptions,
+                    "renewals": [figures.renewals.attempted, figures.renewals.succeeded],
+                    "active": sum(tariff.count for tariff in figures.active_subscriptions),
                     "mrr": figures.mrr,
                 }
             )
+            print(f"N={size} {days} days: {rows[-1]['median_ms']} ms", file=sys.stderr)
     finally:
         await engine.dispose()
     return rows
@@ -134,29 +176,42 @@ async def time_periods(url: str, *, now: datetime, repeats: int) -> list[dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--payments", type=int, default=1_000_000)
-    parser.add_argument("--subscriptions", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sizes", default="100000,1000000", help="payments, comma-separated")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--label", default="after", help="where in the JSON: before, after")
+    parser.add_argument("--explain", type=Path, help="a directory for the EXPLAIN ANALYZE texts")
     parser.add_argument("--no-save", action="store_true", help=f"don't write {RESULTS.name}")
     args = parser.parse_args()
     exit_on_sigterm()
     server_url = server_url_from_env()
-    now = datetime.now(UTC).replace(microsecond=0)
-    with bench_database(server_url) as url:
-        filled_s = fill(url, payments=args.payments, subscriptions=args.subscriptions, now=now)
-        print(f"filled {args.payments} payments in {filled_s:.1f} s", file=sys.stderr)
-        periods = asyncio.run(time_periods(url, now=now, repeats=args.repeats))
-    result = {
-        "machine": machine(server_url),
-        "payments": args.payments,
-        "subscriptions": args.subscriptions,
-        "repeats": args.repeats,
-        "fill_s": round(filled_s, 1),
-        "periods": periods,
-    }
+    # A fixed instant of the day, so that a run's 1-day edges fall where the last one's did.
+    now = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    if args.explain is not None:
+        args.explain.mkdir(parents=True, exist_ok=True)
+    measured = []
+    for size in (int(size) for size in args.sizes.split(",")):
+        with bench_database(server_url) as url:
+            filled_s = fill(url, payments=size, subscriptions=size // 10, now=now)
+            print(f"filled {size} payments in {filled_s:.1f} s", file=sys.stderr)
+            periods = asyncio.run(
+                time_periods(url, now=now, repeats=args.repeats, explain_to=args.explain, size=size)
+            )
+        measured.append(
+            {
+                "payments": size,
+                "subscriptions": size // 10,
+                "fill_s": round(filled_s, 1),
+                "periods": periods,
+            }
+        )
+    result = {"machine": machine(server_url), "repeats": args.repeats, "sizes": measured}
     print(json.dumps(result, indent=2))
     if not args.no_save:
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        if "sizes" in saved or "periods" in saved or "machine" in saved:
+            saved = {}  # the file's older, single-measurement shape
+        saved[args.label] = result
+        RESULTS.write_text(json.dumps(saved, indent=2) + "\n")
 
 
 if __name__ == "__main__":
