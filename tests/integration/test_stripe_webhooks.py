@@ -22,7 +22,7 @@ from billing.app import create_app
 from billing.checkout.providers.base import Notification
 from billing.checkout.webhook_events import (
     already_processed,
-    notified_payment_id,
+    notified_payment,
     remember_processed,
 )
 from billing.clock import FrozenClock
@@ -325,7 +325,7 @@ async def test_an_event_names_a_payment_by_session_or_by_payment_intent(
             event="charge.refunded", provider_payment_id=reference, named_by="payment_intent"
         )
         named = [
-            await notified_payment_id(session, provider="stripe", notification=notification)
+            await notified_payment(session, provider="stripe", notification=notification)
             for notification in (
                 by_session(stored.provider_payment_id),
                 by_intent(intent),
@@ -333,9 +333,14 @@ async def test_an_event_names_a_payment_by_session_or_by_payment_intent(
                 by_session(intent),  # an intent is not a session id
             )
         ]
-        other_provider = await notified_payment_id(
+        other_provider = await notified_payment(
             session, provider="yookassa", notification=by_intent(intent)
         )
 
-    assert named == [stored.id, stored.id, None, None]
+    assert [None if found is None else found.id for found in named] == [
+        stored.id,
+        stored.id,
+        None,
+        None,
+    ]
     assert other_provider is None

@@ -505,11 +505,32 @@ async def sync_payment(
         payment = await session.get(Payment, payment_id)
         if payment is None or owner not in (None, payment.user_id):
             raise PAYMENT_NOT_FOUND()
-        if payment.status == PaymentStatus.PENDING and payment.provider_payment_id is None:
-            invoice = await session.get_one(Invoice, payment.invoice_id)
-            request = await _payment_request(session, payment, invoice, settings)
-        else:
-            request = None
+        request = await _restart_request(session, payment, settings)
+    return await _sync_read_payment(
+        sessions, providers, payment, request, now=now, settings=settings
+    )
+
+
+async def _restart_request(
+    session: AsyncSession, payment: Payment, settings: Settings
+) -> ProviderRequest | None:
+    """What to send the provider again for a payment that never learnt its provider id."""
+    if payment.status != PaymentStatus.PENDING or payment.provider_payment_id is not None:
+        return None
+    invoice = await session.get_one(Invoice, payment.invoice_id)
+    return await _payment_request(session, payment, invoice, settings)
+
+
+async def _sync_read_payment(
+    sessions: Sessions,
+    providers: Providers,
+    payment: Payment,
+    request: ProviderRequest | None,
+    *,
+    now: datetime,
+    settings: Settings,
+) -> Payment:
+    """``sync_payment`` once the payment is read (its connection back in the pool)."""
     if request is not None:
         return await _create_at_provider(
             sessions, providers, payment, request, now=now, settings=settings
@@ -928,14 +949,16 @@ async def handle_notification(
     ):
         return None
     async with sessions() as session:
-        payment_id = await webhook_events.notified_payment_id(
+        payment = await webhook_events.notified_payment(
             session, provider=provider.name, notification=notification
         )
-    payment = None
-    if payment_id is None:
+        request = None if payment is None else await _restart_request(session, payment, settings)
+    if payment is None:
         log.info("notification about unknown payment %s ignored", notification.provider_payment_id)
     else:
-        payment = await sync_payment(sessions, providers, payment_id, now=now, settings=settings)
+        payment = await _sync_read_payment(
+            sessions, providers, payment, request, now=now, settings=settings
+        )
     if event_id is not None:
         await webhook_events.remember_processed(
             sessions, provider=provider.name, event_id=event_id, now=now

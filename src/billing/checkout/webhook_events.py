@@ -8,7 +8,6 @@ makes a repeat harmless anyway; remembering the event id makes it free.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 from sqlalchemy import select
@@ -52,9 +51,9 @@ async def remember_processed(
     return recorded is not None
 
 
-async def notified_payment_id(
+async def notified_payment(
     session: AsyncSession, *, provider: str, notification: Notification
-) -> uuid.UUID | None:
+) -> Payment | None:
     """The payment a notification names: by the provider's payment id, or, where the adapter
     says the event names it otherwise (``named_by``), by that reference in the payment's
     ``provider_data`` (served by the GIN index ``ix_payments_provider_data``)."""
@@ -64,7 +63,7 @@ async def notified_payment_id(
         if notification.named_by is not None
         else Payment.provider_payment_id == reference
     )
-    payment_id: uuid.UUID | None = await session.scalar(
-        select(Payment.id).where(Payment.provider == provider, named).limit(1)
+    payment: Payment | None = await session.scalar(
+        select(Payment).where(Payment.provider == provider, named).limit(1)
     )
-    return payment_id
+    return payment
