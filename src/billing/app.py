@@ -27,6 +27,7 @@ from billing.http_limits import BodySizeLimit
 from billing.metrics import MetricsMiddleware, metrics_endpoint
 from billing.openapi import install_openapi
 from billing.outbox import endpoints as outbox_endpoints
+from billing.outbox.webhooks import document_events
 from billing.payment_methods import endpoints as payment_method_endpoints
 from billing.pricing import endpoints as pricing_endpoints
 from billing.sandbox import endpoints as sandbox_endpoints
@@ -94,6 +95,7 @@ def create_app(
     app.add_middleware(MetricsMiddleware)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     install_docs(app)
+    document_events(app.webhooks)  # the events the relay sends, for their receivers
     app.include_router(health.router)
     app.include_router(catalog_endpoints.router, prefix=API_PREFIX)
     app.include_router(pricing_endpoints.router, prefix=API_PREFIX)

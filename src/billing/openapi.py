@@ -67,6 +67,7 @@ def error_complete_openapi(app: FastAPI) -> dict[str, Any]:
         summary=app.summary,
         description=app.description,
         routes=app.routes,
+        webhooks=app.webhooks.routes,
     )
     # Routes of included routers come as contexts: the route with its router's prefix and
     # dependencies, as FastAPI's own get_openapi sees them.

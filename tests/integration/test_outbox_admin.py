@@ -14,12 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.clock import FrozenClock
 from billing.db import transaction
+from billing.outbox.events import EventType
 from billing.outbox.relay import DeliveryReport, deliver_outbox
-from billing.outbox.service import EventType, add_event
+from billing.outbox.service import add_event
 from billing.outbox.sinks import LogSink, NotifyHttpSink, Receiver, Sink
+from tests.outbox_events import example
 
 Sessions = async_sessionmaker[AsyncSession]
 Headers = Callable[..., dict[str, str]]
+NOTICE = example(EventType.PAYMENT_SUCCEEDED, amount=100)
 URL = "/api/v1/admin/outbox"
 NOTIFY_URL = "http://notify.test/events"
 
@@ -35,10 +38,9 @@ async def add_notices(sessions: Sessions, clock: FrozenClock, *users: uuid.UUID)
         for user in users:
             event = add_event(
                 session,
-                EventType.PAYMENT_SUCCEEDED,
+                NOTICE,
                 user_id=user,
                 occurred_at=clock.now(),
-                data={"amount": 100},
             )
             await session.flush()
             ids.append(str(event.id))
@@ -84,7 +86,7 @@ async def test_parked_events_are_listed_and_an_admin_retry_delivers_them(
         "seq": 2,
         "type": "payment.succeeded",
         "user_id": str(found),
-        "payload": {"amount": 100},
+        "payload": NOTICE.payload(),
         "status": "failed",
         "attempts": 1,
         "next_attempt_at": failed[0]["next_attempt_at"],

@@ -23,10 +23,12 @@ from billing.clock import FrozenClock
 from billing.config import Settings
 from billing.db import transaction
 from billing.models import OutboxEvent
+from billing.outbox.events import EventType
 from billing.outbox.relay import deliver_outbox
-from billing.outbox.service import EventType, add_event
+from billing.outbox.service import add_event
 from billing.outbox.sinks import EXCHANGE, LogSink, NotifyAmqpSink, Receiver, Sink
 from billing.outbox.tasks import run_deliver_outbox
+from tests.outbox_events import example
 
 Sessions = async_sessionmaker[AsyncSession]
 AMQP_URL = os.environ.get("BILLING_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -85,7 +87,7 @@ async def add_events(
     async with transaction(sessions) as session:
         for event_type, user_id, data in events:
             event = add_event(
-                session, event_type, user_id=user_id, occurred_at=clock.now(), data=data
+                session, example(event_type, **data), user_id=user_id, occurred_at=clock.now()
             )
             await session.flush()
             ids.append(event.id)
@@ -107,7 +109,7 @@ async def test_notifications_are_published_persistently_to_billing_events(
         sessions,
         clock,
         (EventType.PAYMENT_SUCCEEDED, anna, {"amount": 49900, "currency": "RUB"}),
-        (EventType.SUBSCRIPTION_EXPIRING, anna, {"current_period_end": "2030-01-01"}),
+        (EventType.SUBSCRIPTION_EXPIRING, anna, {"current_period_end": "2030-01-01T00:00+03:00"}),
         (EventType.PAYMENT_REFUNDED, boris, {"amount": 100}),
         (EventType.ROLE_GRANT, boris, {"role": "premium"}),  # for Auth: not published
     )

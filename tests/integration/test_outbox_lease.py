@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from billing.clock import FrozenClock
 from billing.db import create_engine, libpq_url, session_factory
+from billing.outbox.events import EventType
 from billing.outbox.relay import LEASE
-from billing.outbox.service import EventType
 from billing.outbox.sinks import AuthHttpSink, NotifyHttpSink, OutgoingEvent
 from tests.integration.test_outbox_delivery import (
     NOTIFY,

@@ -62,7 +62,8 @@ from billing.models import (
     Subscription,
     Tariff,
 )
-from billing.outbox.service import EventType, add_event
+from billing.outbox.events import Discount, PaymentRefunded, PaymentSucceeded, TariffRef
+from billing.outbox.service import add_event
 from billing.payment_methods.service import remember_method
 from billing.pricing.service import (
     PricedQuote,
@@ -690,20 +691,19 @@ async def _settle(
             )
     add_event(
         session,
-        EventType.PAYMENT_SUCCEEDED,
+        PaymentSucceeded(
+            payment_id=payment.id if payment else None,
+            invoice_id=invoice.id,
+            tariff=TariffRef.of(tariff),
+            months=invoice.months,
+            amount=invoice.total_amount,
+            currency=invoice.currency,
+            discount=Discount(source=invoice.discount_source, amount=invoice.discount_amount),
+            subscription_id=subscription.id,
+            current_period_end=subscription.current_period_end,
+        ),
         user_id=invoice.user_id,
         occurred_at=now,
-        data={
-            "payment_id": payment.id if payment else None,
-            "invoice_id": invoice.id,
-            "tariff": {"id": tariff.id, "name": tariff.name, "role": tariff.role},
-            "months": invoice.months,
-            "amount": invoice.total_amount,
-            "currency": invoice.currency,
-            "discount": {"source": invoice.discount_source, "amount": invoice.discount_amount},
-            "subscription_id": subscription.id,
-            "current_period_end": subscription.current_period_end,
-        },
     )
     return subscription
 
@@ -908,17 +908,16 @@ async def _apply_refund(
         )
     add_event(
         session,
-        EventType.PAYMENT_REFUNDED,
+        PaymentRefunded(
+            payment_id=payment.id,
+            invoice_id=invoice.id,
+            tariff=TariffRef.of(tariff),
+            amount=payment.amount,
+            currency=payment.currency,
+            reason=refund.reason,
+        ),
         user_id=payment.user_id,
         occurred_at=now,
-        data={
-            "payment_id": payment.id,
-            "invoice_id": invoice.id,
-            "tariff": {"id": tariff.id, "name": tariff.name, "role": tariff.role},
-            "amount": payment.amount,
-            "currency": payment.currency,
-            "reason": refund.reason,
-        },
     )
 
 

@@ -6,49 +6,31 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
-from fastapi.encoders import jsonable_encoder
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.audit.service import record_change
 from billing.models import OutboxEvent, OutboxStatus
 from billing.outbox.errors import OUTBOX_EVENT_DELIVERED, OUTBOX_EVENT_NOT_FOUND
-
-
-class EventType(StrEnum):
-    # For the Notification service.
-    PAYMENT_SUCCEEDED = "payment.succeeded"
-    PAYMENT_REFUNDED = "payment.refunded"
-    SUBSCRIPTION_EXPIRING = "subscription.expiring"
-    SUBSCRIPTION_EXPIRED = "subscription.expired"
-    SUBSCRIPTION_RENEWED = "subscription.renewed"
-    SUBSCRIPTION_RENEWAL_FAILED = "subscription.renewal_failed"
-    # For the Auth service.
-    ROLE_GRANT = "role.grant"
-    ROLE_REVOKE = "role.revoke"
+from billing.outbox.events import Event
 
 
 def add_event(
-    session: AsyncSession,
-    event_type: EventType,
-    *,
-    user_id: uuid.UUID,
-    occurred_at: datetime,
-    data: dict[str, Any],
+    session: AsyncSession, event: Event, *, user_id: uuid.UUID, occurred_at: datetime
 ) -> OutboxEvent:
-    event = OutboxEvent(
+    """Write ``event``, in the caller's transaction, for the relay to take to its receiver."""
+    row = OutboxEvent(
         id=uuid.uuid4(),
-        type=event_type.value,
+        type=event.type.value,
         user_id=user_id,
-        payload=jsonable_encoder(data),
+        payload=event.payload(),
         occurred_at=occurred_at,
         next_attempt_at=occurred_at,
     )
-    session.add(event)
-    return event
+    session.add(row)
+    return row
 
 
 # Reading and retrying events (admin API).

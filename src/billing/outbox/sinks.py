@@ -14,11 +14,10 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -29,7 +28,9 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishErr
 
 from billing.config import Settings
 from billing.models import OutboxEvent
-from billing.outbox.service import EventType
+from billing.outbox.events import RECEIVER_OF as RECEIVER_OF  # the relay routes by it
+from billing.outbox.events import EventType
+from billing.outbox.events import Receiver as Receiver  # the relay's too
 
 log = logging.getLogger(__name__)
 
@@ -37,25 +38,6 @@ EXCHANGE = "billing.events"
 # Answers that say "not now" rather than "never": the rest of 4xx will never succeed.
 _TEMPORARY_STATUSES = frozenset({408, 425, 429})
 _ERROR_BODY_LIMIT = 300
-
-
-class Receiver(StrEnum):
-    """The service an event is for; events are delivered in order per user and receiver."""
-
-    NOTIFICATION = "notification"
-    AUTH = "auth"
-
-
-RECEIVER_OF: Mapping[str, Receiver] = {
-    EventType.PAYMENT_SUCCEEDED: Receiver.NOTIFICATION,
-    EventType.PAYMENT_REFUNDED: Receiver.NOTIFICATION,
-    EventType.SUBSCRIPTION_EXPIRING: Receiver.NOTIFICATION,
-    EventType.SUBSCRIPTION_EXPIRED: Receiver.NOTIFICATION,
-    EventType.SUBSCRIPTION_RENEWED: Receiver.NOTIFICATION,
-    EventType.SUBSCRIPTION_RENEWAL_FAILED: Receiver.NOTIFICATION,
-    EventType.ROLE_GRANT: Receiver.AUTH,
-    EventType.ROLE_REVOKE: Receiver.AUTH,
-}
 
 
 class DeliveryFailed(Exception):

@@ -18,7 +18,8 @@ from billing.catalog.errors import TARIFF_INACTIVE
 from billing.catalog.service import get_tariff
 from billing.errors import VALIDATION_ERROR
 from billing.models import Subscription, SubscriptionStatus
-from billing.outbox.service import EventType, add_event
+from billing.outbox.events import RoleGrant, RoleRevoke
+from billing.outbox.service import add_event
 from billing.schemas import within_moment_range
 from billing.subscriptions.service import LIVE, locked_subscription
 
@@ -96,10 +97,9 @@ async def change_tariff(
         subscription.current_period_end = min(subscription.current_period_end, now)
         add_event(
             session,
-            EventType.ROLE_REVOKE,
+            RoleRevoke(role=subscription.role, subscription_id=subscription.id),
             user_id=user_id,
             occurred_at=now,
-            data={"role": subscription.role, "subscription_id": subscription.id},
         )
     # A period that was already reminded about keeps its reminder when it moves.
     reminded = any(subscription.reminded_for_period_end == period_end for subscription in live)
@@ -110,10 +110,9 @@ async def change_tariff(
     # Granting is idempotent at the Auth service; sent on every change, as on every payment.
     add_event(
         session,
-        EventType.ROLE_GRANT,
+        RoleGrant(role=tariff.role, subscription_id=target.id, until=period_end),
         user_id=user_id,
         occurred_at=now,
-        data={"role": tariff.role, "subscription_id": target.id, "until": period_end},
     )
     await session.flush()
     await record_change(

@@ -19,7 +19,8 @@ from billing.models import (
     Subscription,
     Tariff,
 )
-from billing.outbox.service import EventType, add_event
+from billing.outbox.events import SubscriptionRenewalFailed, SubscriptionRenewed, TariffRef
+from billing.outbox.service import add_event
 from billing.subscriptions.periods import access_until
 from billing.subscriptions.renewal_rules import next_attempt_at
 
@@ -45,18 +46,17 @@ async def renewal_succeeded(
         attempt.status = RenewalAttemptStatus.SUCCEEDED
     add_event(
         session,
-        EventType.SUBSCRIPTION_RENEWED,
+        SubscriptionRenewed(
+            subscription_id=subscription.id,
+            payment_id=payment.id,
+            tariff=TariffRef.of(tariff),
+            months=invoice.months,
+            amount=invoice.total_amount,
+            currency=invoice.currency,
+            current_period_end=subscription.current_period_end,
+        ),
         user_id=invoice.user_id,
         occurred_at=now,
-        data={
-            "subscription_id": subscription.id,
-            "payment_id": payment.id,
-            "tariff": {"id": tariff.id, "name": tariff.name, "role": tariff.role},
-            "months": invoice.months,
-            "amount": invoice.total_amount,
-            "currency": invoice.currency,
-            "current_period_end": subscription.current_period_end,
-        },
     )
 
 
@@ -94,17 +94,16 @@ async def renewal_declined(
     )
     add_event(
         session,
-        EventType.SUBSCRIPTION_RENEWAL_FAILED,
+        SubscriptionRenewalFailed(
+            subscription_id=attempt.subscription_id,
+            tariff=TariffRef.of(tariff),
+            amount=invoice.total_amount,
+            currency=invoice.currency,
+            reason=reason,
+            attempt=attempt.attempt,
+            next_attempt_at=attempt.next_attempt_at,
+            pay_url=links.checkout_url(settings, invoice.id, invoice.expires_at),
+        ),
         user_id=invoice.user_id,
         occurred_at=now,
-        data={
-            "subscription_id": attempt.subscription_id,
-            "tariff": {"id": tariff.id, "name": tariff.name, "role": tariff.role},
-            "amount": invoice.total_amount,
-            "currency": invoice.currency,
-            "reason": reason.value,
-            "attempt": attempt.attempt,
-            "next_attempt_at": attempt.next_attempt_at,
-            "pay_url": links.checkout_url(settings, invoice.id, invoice.expires_at),
-        },
     )

@@ -10,7 +10,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.models import Subscription, SubscriptionStatus, Tariff
-from billing.outbox.service import EventType, add_event
+from billing.outbox.events import RoleGrant, RoleRevoke
+from billing.outbox.service import add_event
 from billing.payment_methods.errors import PAYMENT_METHOD_REQUIRED
 from billing.payment_methods.service import usable_method
 from billing.schemas import Page
@@ -60,10 +61,9 @@ async def extend_subscription(
     # lost earlier (or a role removed by hand) is repaired by the next payment.
     add_event(
         session,
-        EventType.ROLE_GRANT,
+        RoleGrant(role=tariff.role, subscription_id=subscription.id, until=end),
         user_id=user_id,
         occurred_at=now,
-        data={"role": tariff.role, "subscription_id": subscription.id, "until": end},
     )
     return subscription, start, end
 
@@ -87,10 +87,9 @@ async def take_back(
         subscription.status = SubscriptionStatus.CANCELED
         add_event(
             session,
-            EventType.ROLE_REVOKE,
+            RoleRevoke(role=subscription.role, subscription_id=subscription.id),
             user_id=user_id,
             occurred_at=now,
-            data={"role": subscription.role, "subscription_id": subscription.id},
         )
     return subscription
 

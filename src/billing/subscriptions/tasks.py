@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from billing.batches import for_each_claimed
 from billing.config import Settings
 from billing.models import Subscription, SubscriptionStatus
-from billing.outbox.service import EventType, add_event
+from billing.outbox.events import RoleRevoke, SubscriptionExpired, SubscriptionExpiring
+from billing.outbox.service import add_event
+from billing.pricing.rules import Quote
 from billing.pricing.service import quote_for
 from billing.subscriptions.periods import access_until
 
@@ -32,13 +34,7 @@ async def remind_expiring(
 
     async def remind(session: AsyncSession, subscription: Subscription) -> None:
         subscription.reminded_for_period_end = subscription.current_period_end
-        data: dict[str, object] = {
-            "subscription_id": subscription.id,
-            "tariff_id": subscription.tariff_id,
-            "role": subscription.role,
-            "current_period_end": subscription.current_period_end,
-            "auto_renew": False,
-        }
+        renewal: Quote | None = None
         if subscription.auto_renew and subscription.payment_method_id is not None:
             priced = await quote_for(
                 session,
@@ -49,18 +45,22 @@ async def remind_expiring(
                 now=now,
                 settings=settings,
             )
-            data |= {
-                "auto_renew": True,
-                "renewal_amount": priced.quote.total_amount,
-                "currency": priced.quote.currency,
-                "renews_at": subscription.current_period_end - settings.renew_before,
-            }
+            renewal = priced.quote
+        renews_at = subscription.current_period_end - settings.renew_before
         add_event(
             session,
-            EventType.SUBSCRIPTION_EXPIRING,
+            SubscriptionExpiring(
+                subscription_id=subscription.id,
+                tariff_id=subscription.tariff_id,
+                role=subscription.role,
+                current_period_end=subscription.current_period_end,
+                auto_renew=renewal is not None,
+                renewal_amount=renewal.total_amount if renewal else None,
+                currency=renewal.currency if renewal else None,
+                renews_at=renews_at if renewal else None,
+            ),
             user_id=subscription.user_id,
             occurred_at=now,
-            data=data,
         )
 
     due = select(Subscription).where(
@@ -87,26 +87,24 @@ async def expire_subscriptions(
         subscription.status = SubscriptionStatus.GRACE
         add_event(
             session,
-            EventType.SUBSCRIPTION_EXPIRED,
+            SubscriptionExpired(
+                subscription_id=subscription.id,
+                tariff_id=subscription.tariff_id,
+                role=subscription.role,
+                current_period_end=subscription.current_period_end,
+                access_until=access_until(subscription.current_period_end, grace_period),
+            ),
             user_id=subscription.user_id,
             occurred_at=now,
-            data={
-                "subscription_id": subscription.id,
-                "tariff_id": subscription.tariff_id,
-                "role": subscription.role,
-                "current_period_end": subscription.current_period_end,
-                "access_until": access_until(subscription.current_period_end, grace_period),
-            },
         )
 
     async def expire(session: AsyncSession, subscription: Subscription) -> None:
         subscription.status = SubscriptionStatus.EXPIRED
         add_event(
             session,
-            EventType.ROLE_REVOKE,
+            RoleRevoke(role=subscription.role, subscription_id=subscription.id),
             user_id=subscription.user_id,
             occurred_at=now,
-            data={"role": subscription.role, "subscription_id": subscription.id},
         )
 
     ended = select(Subscription).where(
