@@ -158,15 +158,17 @@ async def _open_attempt(
         .order_by(RenewalAttempt.attempt.desc())
         .limit(1)
     )
+    consent = await session.get_one(Payment, method.consent_payment_id)
     if last is None:
-        invoice = await _renewal_invoice(session, subscription, now=now, settings=settings)
+        invoice = await _renewal_invoice(
+            session, subscription, consent.customer_email, now=now, settings=settings
+        )
         number = 1
     else:
         invoice = await session.get_one(Invoice, last.invoice_id)
         if invoice.status != InvoiceStatus.OPEN:
             return None  # paid by hand meanwhile, or expired with access
         number = last.attempt + 1
-    consent = await session.get_one(Payment, method.consent_payment_id)
     payment = Payment(
         id=uuid.uuid4(),
         invoice_id=invoice.id,
@@ -207,9 +209,15 @@ async def _open_attempt(
 
 
 async def _renewal_invoice(
-    session: AsyncSession, subscription: Subscription, *, now: datetime, settings: Settings
+    session: AsyncSession,
+    subscription: Subscription,
+    customer_email: str | None,
+    *,
+    now: datetime,
+    settings: Settings,
 ) -> Invoice:
-    """The period's renewal invoice, priced today; payable by hand until access ends."""
+    """The period's renewal invoice, priced today; payable by hand until access ends, at its
+    link too (no token there: the receipt's e-mail is the one the viewer consented with)."""
     months = subscription.renewal_months or 1
     priced = await quote_for(
         session,
@@ -225,7 +233,7 @@ async def _renewal_invoice(
         user_id=subscription.user_id,
         months=months,
         kind=InvoiceKind.RENEWAL,
-        customer_email=None,
+        customer_email=customer_email,
         expires_at=access_until(subscription.current_period_end, settings.grace_period),
         now=now,
     )
