@@ -322,8 +322,8 @@ async def _payment_request(
     viewer confirms on the provider's page."""
     tariff = await session.get_one(Tariff, invoice.tariff_id)
     receipt = Receipt.from_json(payment.receipt) if payment.receipt else None
-    if invoice.kind == InvoiceKind.RENEWAL:
-        assert payment.payment_method_id is not None
+    # A renewal attempt names its saved method; a renewal invoice paid by hand does not.
+    if payment.payment_method_id is not None:
         method = await session.get_one(PaymentMethod, payment.payment_method_id)
         saved = SavedMethod(
             provider_method_id=method.provider_method_id,
