@@ -125,6 +125,14 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=_Session, expire_on_commit=False)
 
 
+def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for answers read with one statement (the catalogue, entitlements, a viewer's
+    own rows), on the same pool: autocommit, so PostgreSQL gets the SELECT alone, without a
+    BEGIN before it and a ROLLBACK after (3 round trips become 1). Not for anything that
+    writes, or reads twice and needs both reads to agree."""
+    return session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+
 @asynccontextmanager
 async def transaction(
     sessions: async_sessionmaker[AsyncSession],

@@ -23,7 +23,7 @@ from billing.catalog.schemas import (
     TariffPriceOut,
     TariffUpdate,
 )
-from billing.dependencies import ClockDep, SessionDep, SessionsDep, SettingsDep
+from billing.dependencies import ClockDep, ReadSessionDep, SessionDep, SessionsDep, SettingsDep
 from billing.errors import problems
 from billing.idempotency import IdempotencyKeyHeader, respond_once
 from billing.schemas import Page
@@ -35,7 +35,7 @@ PageDep = Annotated[Page, Depends()]
 
 
 @router.get("/tariffs")
-async def list_tariffs(session: SessionDep, page: PageDep) -> list[TariffOut]:
+async def list_tariffs(session: ReadSessionDep, page: PageDep) -> list[TariffOut]:
     """The tariffs on sale, cheapest first (then by name).
 
     A catalogue, not a history: it is ordered by price for choosing a plan, unlike the

@@ -34,7 +34,7 @@ from billing.checkout.trusted_networks import (
     TrustedNotificationSource,
 )
 from billing.config import Settings
-from billing.dependencies import ClockDep, SessionDep, SessionsDep, SettingsDep
+from billing.dependencies import ClockDep, ReadSessionDep, SessionsDep, SettingsDep
 from billing.errors import PAYLOAD_TOO_LARGE, problems
 from billing.idempotency import IdempotencyKeyHeader, respond_once
 from billing.models import Invoice, Payment, PaymentStatus
@@ -138,7 +138,7 @@ async def create_invoice(
 
 @router.get("/invoices/{invoice_id}", responses=problems(INVOICE_NOT_FOUND))
 async def get_invoice(
-    invoice_id: uuid.UUID, user_id: ViewerId, session: SessionDep, settings: SettingsDep
+    invoice_id: uuid.UUID, user_id: ViewerId, session: ReadSessionDep, settings: SettingsDep
 ) -> InvoiceOut:
     return invoice_out(await service.get_own_invoice(session, invoice_id, user_id), settings)
 
@@ -185,7 +185,10 @@ async def create_payment(
 
 @router.get("/payments")
 async def list_payments(
-    user_id: ViewerId, session: SessionDep, settings: SettingsDep, page: Annotated[Page, Depends()]
+    user_id: ViewerId,
+    session: ReadSessionDep,
+    settings: SettingsDep,
+    page: Annotated[Page, Depends()],
 ) -> list[PaymentOut]:
     return [
         payment_out(p, settings) for p in await service.list_own_payments(session, user_id, page)
@@ -194,7 +197,7 @@ async def list_payments(
 
 @router.get("/payments/{payment_id}", responses=problems(PAYMENT_NOT_FOUND))
 async def get_payment(
-    payment_id: uuid.UUID, user_id: ViewerId, session: SessionDep, settings: SettingsDep
+    payment_id: uuid.UUID, user_id: ViewerId, session: ReadSessionDep, settings: SettingsDep
 ) -> PaymentOut:
     return payment_out(await service.get_own_payment(session, payment_id, user_id), settings)
 

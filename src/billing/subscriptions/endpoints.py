@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 
 from billing.auth import ServicePrincipal, ViewerId
 from billing.config import Settings
-from billing.dependencies import ClockDep, SessionDep, SettingsDep
+from billing.dependencies import ClockDep, ReadSessionDep, SessionDep, SettingsDep
 from billing.errors import problems
 from billing.models import Subscription, SubscriptionStatus
 from billing.payment_methods.errors import PAYMENT_METHOD_REQUIRED
@@ -44,7 +44,10 @@ def subscription_out(subscription: Subscription, settings: Settings) -> Subscrip
 
 @router.get("/subscriptions")
 async def list_subscriptions(
-    user_id: ViewerId, session: SessionDep, settings: SettingsDep, page: Annotated[Page, Depends()]
+    user_id: ViewerId,
+    session: ReadSessionDep,
+    settings: SettingsDep,
+    page: Annotated[Page, Depends()],
 ) -> list[SubscriptionOut]:
     """The viewer's subscriptions, newest first."""
     subscriptions = await service.list_subscriptions(session, user_id, page)
@@ -78,7 +81,7 @@ async def resume_renewal(
 async def entitlements(
     user_id: uuid.UUID,
     _: ServicePrincipal,
-    session: SessionDep,
+    session: ReadSessionDep,
     settings: SettingsDep,
     clock: ClockDep,
 ) -> Entitlements:
