@@ -1,33 +1,36 @@
 """Delivering the outbox: due events are leased in bounded batches, delivered to their sinks
 with no transaction open, and their outcomes recorded.
 
-Leases. A batch is claimed with ``SELECT … FOR UPDATE SKIP LOCKED`` and leased in one short
-transaction: each event's attempt is counted and its ``next_attempt_at`` moved to the end of
-the lease, then the transaction commits. The events are delivered with no database
-connection checked out and no row locked, so a slow or hung receiver costs no pooled
-connection and blocks nobody; the outcomes are then written in a second short transaction.
-Another worker's claim sees a leased event as not due, so several workers at once never
-deliver the same event within a lease. A worker killed in the middle of a batch loses
-nothing: its events are still ``pending`` and due again when the lease runs out. The cost:
-those events wait for the lease, and the ones it had already delivered are delivered again —
-receivers drop such duplicates by event id. The attempt is counted when the lease is taken:
-a try whose worker died is a try too, and counts towards ``max_attempts``. An outcome is
-recorded only while the lease is still the worker's (the event's attempts unchanged): once
-the lease ran out and another worker took the event, that worker's outcome counts. An event
-of the batch that was not tried (see below) is given back as it was: its attempt uncounted,
-due when it was due.
+Leases. A batch is claimed with ``SELECT … FOR UPDATE SKIP LOCKED`` and leased by the same
+statement (``UPDATE … FROM`` the claim ``RETURNING`` the events) in one short transaction:
+each event's attempt is counted and its ``next_attempt_at`` moved to the end of the lease.
+The events are delivered with no database connection checked out and no row locked, so a
+slow or hung receiver costs no pooled connection and blocks nobody; the outcomes are then
+written in a second short transaction, one statement for the whole batch. Another worker's
+claim sees a leased event as not due, so several workers at once never deliver the same
+event within a lease. A worker killed in the middle of a batch loses nothing: its events are
+still ``pending`` and due again when the lease runs out. The cost: those events wait for the
+lease, and the ones it had already delivered are delivered again — receivers drop such
+duplicates by event id. The attempt is counted when the lease is taken: a try whose worker
+died is a try too, and counts towards ``max_attempts``. An outcome is recorded only while the
+lease is still the worker's (the event's attempts unchanged): once the lease ran out and
+another worker took the event, that worker's outcome counts. An event of the batch that was
+not tried (see below) is given back as it was: its attempt uncounted, due when it was due.
 
-Deadlines. The lease (``LEASE``, 6 min) outlasts a batch's deliveries. Each delivery is cut
-off after ``DELIVERY_TIMEOUT`` (20 s); the sinks' own limits end a stuck call sooner (HTTP:
-3 s to connect, 10 s to read the answer; RabbitMQ: 5 s to connect, 10 s for the broker's
-confirm), the cut-off ends the rest (a receiver that trickles its answer, a starved
-connection pool). A receiver gets at most ``DELIVERIES_AT_ONCE`` (8) of its deliveries at a
-time, after the first one alone (below), and the receivers are served side by side; so a
-batch of 100 takes at most 20 s + ⌈99 / 8⌉ · 20 s = 4 min 40 s, which leaves over a minute for
-recording the outcomes and for clock differences between workers. (More than 8 at once made
-no event faster on a local receiver: httpx's pool costs CPU per connection; see
-``bench/outbox_throughput.py``.) A lease is counted from when it is taken, not from the run's
-start: later batches of a long run get their full lease too.
+Deadlines. The lease (``LEASE``, 6 min) outlasts a batch's deliveries: none is started later
+than ``START_DELIVERIES_WITHIN`` (4 min) after the batch's first (the rest are given back
+untried), and each is cut off after ``DELIVERY_TIMEOUT`` (20 s); the sinks' own limits end a
+stuck call sooner (HTTP: 3 s to connect, 10 s to read the answer; RabbitMQ: 5 s to connect,
+10 s for the broker's confirm), the cut-off ends the rest (a receiver that trickles its
+answer, a starved connection pool). That leaves over a minute for recording the outcomes and
+for clock differences between workers, whatever the batch's size. A receiver gets at most
+its sink's ``deliveries_at_once`` of its deliveries at a time (``DELIVERIES_AT_ONCE``, 8, for
+HTTP: more made no event faster on a local receiver, httpx's pool costs CPU per connection;
+RabbitMQ: the whole batch, its confirms awaited together), after the first one alone (below),
+and the receivers are served side by side. A lease is counted from when it is taken, not
+from the run's start: later batches of a long run get their full lease too. A run goes on
+batch after batch for up to ``RUN_FOR`` (10 s, the job's interval), so a backlog drains at
+the relay's speed, not at one batch per run.
 
 Unreachable receivers. A receiver that does not answer at all (refused, timed out) is left
 alone for the rest of the run, so a dead service costs one timeout per run, not one per event:
@@ -61,7 +64,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Select, SQLColumnExpression, case, exists, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    SQLColumnExpression,
+    case,
+    exists,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -72,12 +84,18 @@ from billing.outbox.sinks import RECEIVER_OF, DeliveryFailed, OutgoingEvent, Rec
 log = logging.getLogger(__name__)
 
 BASE_RETRY_DELAY = timedelta(seconds=10)
-DEFAULT_BATCH_SIZE = 100
-# A run ends: at most this many batches, then the next scheduled run goes on.
-MAX_BATCHES_PER_RUN = 10
+# Fewer, larger batches: a batch costs two short transactions whatever its size (measured:
+# bench/tried.md, "Outbox relay").
+DEFAULT_BATCH_SIZE = 500
+# A run ends after the batch that took it past this; the next scheduled run (every 10 s, or
+# at once if one is already due) goes on with the events due by then.
+RUN_FOR = timedelta(seconds=10)
 LEASE = timedelta(minutes=6)
 DELIVERY_TIMEOUT = timedelta(seconds=20)
-DELIVERIES_AT_ONCE = 8  # per receiver
+DELIVERIES_AT_ONCE = 8  # per receiver, unless its sink says otherwise
+# A batch's deliveries start within this; the rest are given back untried. So a lease
+# outlasts every batch, whatever its size and its sinks' concurrency: 4 min + 20 s < 6 min.
+START_DELIVERIES_WITHIN = timedelta(minutes=4)
 _ERROR_LIMIT = 2000
 
 
@@ -126,7 +144,7 @@ def _receiver(event_type: SQLColumnExpression[str]) -> ColumnElement[str]:
     return case(whens, value=event_type, else_=event_type)
 
 
-def _claim(now: datetime, batch_size: int, skip_types: set[str]) -> Select[OutboxEvent]:
+def _claim(now: datetime, batch_size: int, skip_types: set[str]) -> Select[uuid.UUID, datetime]:
     earlier = aliased(OutboxEvent)
     held_back = exists().where(
         earlier.user_id == OutboxEvent.user_id,
@@ -134,7 +152,7 @@ def _claim(now: datetime, batch_size: int, skip_types: set[str]) -> Select[Outbo
         earlier.status == OutboxStatus.PENDING,
         _receiver(earlier.type) == _receiver(OutboxEvent.type),
     )
-    query = select(OutboxEvent).where(
+    query = select(OutboxEvent.id, OutboxEvent.next_attempt_at).where(
         OutboxEvent.status == OutboxStatus.PENDING,
         OutboxEvent.next_attempt_at <= now,
         ~held_back,
@@ -157,26 +175,35 @@ async def _lease(
     batch_size: int,
     skip_types: set[str],
 ) -> list[Lease]:
-    """Claim a batch and lease it until ``until``, in one short transaction."""
-    async with transaction(sessions) as session:
-        events = (await session.scalars(_claim(now, batch_size, skip_types))).all()
-        if not events:
-            return []
-        await session.execute(
-            update(OutboxEvent)
-            .where(OutboxEvent.id.in_([event.id for event in events]))
-            .values(attempts=OutboxEvent.attempts + 1, next_attempt_at=until)
-            .execution_options(synchronize_session=False)
+    """Claim a batch and lease it until ``until``: one statement in one short transaction."""
+    claimed = _claim(now, batch_size, skip_types).subquery()
+    leased = (
+        update(OutboxEvent)
+        .where(OutboxEvent.id == claimed.c.id)
+        .values(attempts=OutboxEvent.attempts + 1, next_attempt_at=until)
+        .returning(
+            OutboxEvent.id,
+            OutboxEvent.type,
+            OutboxEvent.user_id,
+            OutboxEvent.occurred_at,
+            OutboxEvent.payload,
+            OutboxEvent.attempts,
+            claimed.c.next_attempt_at,
+            OutboxEvent.seq,
         )
-        return [
-            Lease(
-                OutgoingEvent.of(event),
-                RECEIVER_OF.get(event.type),
-                attempt=event.attempts + 1,
-                due_at=event.next_attempt_at,
-            )
-            for event in events
-        ]
+        .execution_options(synchronize_session=False)
+    )
+    async with transaction(sessions) as session:
+        rows = (await session.execute(leased)).all()
+    return [
+        Lease(
+            OutgoingEvent(row[0], row[1], row[2], row[3], dict(row[4])),
+            RECEIVER_OF.get(row[1]),
+            attempt=row[5],
+            due_at=row[6],
+        )
+        for row in sorted(rows, key=lambda row: row[7])  # commit order
+    ]
 
 
 async def _attempt(sink: Sink | None, event: OutgoingEvent) -> DeliveryFailed | None:
@@ -200,6 +227,11 @@ async def _attempt(sink: Sink | None, event: OutgoingEvent) -> DeliveryFailed | 
     return None
 
 
+def _deliveries_at_once(sink: Sink | None) -> int:
+    """How many of a batch's deliveries a sink takes at a time (its ``deliveries_at_once``)."""
+    return max(1, getattr(sink, "deliveries_at_once", DELIVERIES_AT_ONCE))
+
+
 async def _deliver_to(
     receiver: Receiver | None,
     leases: Sequence[Lease],
@@ -207,14 +239,15 @@ async def _deliver_to(
     *,
     unreachable: set[Receiver],
     outcomes: Outcomes,
+    start_by: float,
 ) -> None:
     """One receiver's events of a batch: the first alone, then the rest side by side unless
-    the receiver turned out unreachable."""
-    slots = asyncio.Semaphore(DELIVERIES_AT_ONCE)
+    the receiver turned out unreachable; none is started after ``start_by`` (monotonic)."""
+    slots = asyncio.Semaphore(_deliveries_at_once(sink))
 
     async def deliver(lease: Lease) -> None:
         async with slots:
-            if receiver in unreachable:
+            if receiver in unreachable or time.monotonic() > start_by:
                 return  # left untried
             failure = await _attempt(sink, lease.event)
             if failure is not None and failure.unreachable and receiver is not None:
@@ -234,6 +267,7 @@ async def _deliver(
     for lease in leases:
         by_receiver.setdefault(lease.receiver, []).append(lease)
     outcomes: Outcomes = {}
+    start_by = time.monotonic() + START_DELIVERIES_WITHIN.total_seconds()
     await asyncio.gather(
         *(
             _deliver_to(
@@ -242,6 +276,7 @@ async def _deliver(
                 sinks.get(receiver) if receiver else None,
                 unreachable=unreachable,
                 outcomes=outcomes,
+                start_by=start_by,
             )
             for receiver, its_leases in by_receiver.items()
         )
@@ -249,39 +284,98 @@ async def _deliver(
     return outcomes
 
 
-def _record_failure(
-    event: OutboxEvent,
+# A batch's outcomes in one statement: each leased event's new values, applied only while the
+# lease is still ours (attempts unchanged). The rows are locked in id order first: one lock
+# order for every worker whose leases overlap (one whose lease ran out).
+_RECORD = text(
+    """
+    WITH locked AS MATERIALIZED (
+        SELECT id FROM outbox_events
+        WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'pending'
+        ORDER BY id
+        FOR UPDATE
+    )
+    UPDATE outbox_events AS e
+    SET status = o.status,
+        attempts = o.attempts,
+        next_attempt_at = o.next_attempt_at,
+        delivered_at = o.delivered_at,
+        last_error = COALESCE(o.last_error, e.last_error)
+    FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:leased AS integer[]), CAST(:statuses AS text[]),
+        CAST(:attempts AS integer[]), CAST(:next_attempts AS timestamptz[]),
+        CAST(:delivered AS timestamptz[]), CAST(:errors AS text[])
+    ) AS o(id, leased, status, attempts, next_attempt_at, delivered_at, last_error)
+    JOIN locked USING (id)
+    WHERE e.id = o.id AND e.attempts = o.leased
+    RETURNING e.id
+    """
+)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What the row of a leased event becomes."""
+
+    lease: Lease
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    delivered_at: datetime | None = None
+    failure: DeliveryFailed | None = None
+    counted_as: str = "delivered"  # the DeliveryReport field
+
+
+def _outcome(
     lease: Lease,
-    failure: DeliveryFailed,
+    outcomes: Outcomes,
     *,
     now: datetime,
     max_attempts: int,
     retry_ceiling: timedelta,
-    report: DeliveryReport,
-) -> None:
-    event.last_error = failure.message[:_ERROR_LIMIT]
-    if failure.permanent or event.attempts >= max_attempts:
-        event.status = OutboxStatus.FAILED
-        event.next_attempt_at = lease.due_at
-        report.parked += 1
+) -> _Outcome:
+    if lease.event.id not in outcomes:  # not tried: given back as it was
+        return _Outcome(
+            lease, OutboxStatus.PENDING, lease.attempt - 1, lease.due_at, counted_as="deferred"
+        )
+    failure = outcomes[lease.event.id]
+    if failure is None:
+        return _Outcome(lease, OutboxStatus.DELIVERED, lease.attempt, lease.due_at, now)
+    if failure.permanent or lease.attempt >= max_attempts:
+        return _Outcome(
+            lease,
+            OutboxStatus.FAILED,
+            lease.attempt,
+            lease.due_at,
+            failure=failure,
+            counted_as="parked",
+        )
+    retry_at = now + retry_delay(lease.attempt, ceiling=retry_ceiling)
+    return _Outcome(
+        lease, OutboxStatus.PENDING, lease.attempt, retry_at, failure=failure, counted_as="retried"
+    )
+
+
+def _log_failure(outcome: _Outcome) -> None:
+    event, failure = outcome.lease.event, outcome.failure
+    assert failure is not None
+    if outcome.status == OutboxStatus.FAILED:
         log.warning(
             "outbox event %s (%s) parked after %d attempt(s): %s",
             event.id,
             event.type,
-            event.attempts,
+            outcome.attempts,
             failure.message,
         )
-        return
-    event.next_attempt_at = now + retry_delay(event.attempts, ceiling=retry_ceiling)
-    report.retried += 1
-    log.info(
-        "outbox event %s (%s) attempt %d failed, next at %s: %s",
-        event.id,
-        event.type,
-        event.attempts,
-        event.next_attempt_at.isoformat(),
-        failure.message,
-    )
+    else:
+        log.info(
+            "outbox event %s (%s) attempt %d failed, next at %s: %s",
+            event.id,
+            event.type,
+            outcome.attempts,
+            outcome.next_attempt_at.isoformat(),
+            failure.message,
+        )
 
 
 async def _record(
@@ -295,46 +389,35 @@ async def _record(
     report: DeliveryReport,
 ) -> None:
     """Write a batch's outcomes in one short transaction, for the events still leased to us."""
-    by_id = {lease.event.id: lease for lease in leases}
-    recorded = 0
+    planned = [
+        _outcome(lease, outcomes, now=now, max_attempts=max_attempts, retry_ceiling=retry_ceiling)
+        for lease in leases
+    ]
+    values = {
+        "ids": [outcome.lease.event.id for outcome in planned],
+        "leased": [outcome.lease.attempt for outcome in planned],
+        "statuses": [str(outcome.status) for outcome in planned],
+        "attempts": [outcome.attempts for outcome in planned],
+        "next_attempts": [outcome.next_attempt_at for outcome in planned],
+        "delivered": [outcome.delivered_at for outcome in planned],
+        "errors": [
+            outcome.failure.message[:_ERROR_LIMIT] if outcome.failure else None
+            for outcome in planned
+        ],
+    }
     async with transaction(sessions) as session:
-        events = await session.scalars(
-            select(OutboxEvent)
-            .where(OutboxEvent.id.in_(by_id), OutboxEvent.status == OutboxStatus.PENDING)
-            .order_by(OutboxEvent.id)  # one lock order for every worker
-            .with_for_update()
-        )
-        for event in events:
-            lease = by_id[event.id]
-            if event.attempts != lease.attempt:
-                continue  # the lease ran out and another worker took the event
-            recorded += 1
-            if event.id not in outcomes:  # not tried: given back as it was
-                event.attempts -= 1
-                event.next_attempt_at = lease.due_at
-                report.deferred += 1
-                continue
-            failure = outcomes[event.id]
-            if failure is None:
-                event.status = OutboxStatus.DELIVERED
-                event.delivered_at = now
-                event.next_attempt_at = lease.due_at
-                report.delivered += 1
-                continue
-            _record_failure(
-                event,
-                lease,
-                failure,
-                now=now,
-                max_attempts=max_attempts,
-                retry_ceiling=retry_ceiling,
-                report=report,
-            )
-    if recorded < len(leases):
+        recorded = set((await session.scalars(_RECORD, values)).all())
+    for outcome in planned:
+        if outcome.lease.event.id not in recorded:
+            continue  # the lease ran out and another worker took the event
+        setattr(report, outcome.counted_as, getattr(report, outcome.counted_as) + 1)
+        if outcome.failure is not None:
+            _log_failure(outcome)
+    if len(recorded) < len(leases):
         log.warning(
             "outbox: %d outcome(s) not recorded: their lease ran out and another worker "
             "took the events",
-            len(leases) - recorded,
+            len(leases) - len(recorded),
         )
 
 
@@ -346,14 +429,17 @@ async def deliver_outbox(
     max_attempts: int,
     retry_ceiling: timedelta,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    max_batches: int = MAX_BATCHES_PER_RUN,
+    max_batches: int | None = None,
+    run_for: timedelta = RUN_FOR,
 ) -> DeliveryReport:
     """Deliver the events due at ``now``, batch after batch (lease, deliver, record), until
-    none is claimable or ``max_batches`` ran."""
+    none is claimable, ``max_batches`` ran or the run lasted ``run_for``."""
     report = DeliveryReport()
     unreachable: set[Receiver] = set()
     started = time.monotonic()
-    for _ in range(max_batches):
+    batches = 0
+    while batches != max_batches and time.monotonic() - started < run_for.total_seconds():
+        batches += 1
         skip_types = {
             str(event) for event, receiver in RECEIVER_OF.items() if receiver in unreachable
         }
