@@ -29,7 +29,7 @@ from pydantic.json_schema import models_json_schema
 from billing.auth import current_principal, require_roles
 from billing.checkout.endpoints import get_providers
 from billing.checkout.errors import PROVIDER_UNAVAILABLE
-from billing.dependencies import get_session, get_sessions
+from billing.dependencies import get_read_session, get_session, get_sessions
 from billing.errors import (
     DATABASE_UNAVAILABLE,
     FORBIDDEN,
@@ -108,7 +108,7 @@ def errors_from_dependencies(route: RouteContext) -> list[ApiError]:
         errors.append(VALIDATION_ERROR)
     if any(param.alias == _IDEMPOTENCY_KEY for param in params):
         errors.append(IDEMPOTENCY_KEY_REUSED)
-    if calls & {get_session, get_sessions}:
+    if calls & {get_read_session, get_session, get_sessions}:
         errors.append(DATABASE_UNAVAILABLE)
     if get_providers in calls:
         errors.append(PROVIDER_UNAVAILABLE)
