@@ -26,7 +26,7 @@ import psycopg
 from _common import bench_database, exit_on_sigterm, machine, median, server_url_from_env
 from sqlalchemy.dialects import postgresql
 
-from billing.admin.stats import QUERIES, dashboard_stats, query_bounds
+from billing.admin.stats import NO_JIT, QUERIES, dashboard_stats, query_bounds
 from billing.db import create_engine, libpq_url, session_factory
 
 PERIODS = (7, 30, 90, 366)
@@ -112,6 +112,7 @@ def explain(url: str, bounds: dict[str, Any]) -> str:
     """Each query's plan as PostgreSQL ran it, with the pages it touched."""
     parts = []
     with psycopg.connect(libpq_url(url)) as connection:
+        connection.execute(str(NO_JIT))
         for name, query in QUERIES.items():
             sql = str(query.compile(dialect=postgresql.psycopg.dialect()))
             rows = connection.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", bounds).fetchall()
@@ -148,6 +149,7 @@ async def time_periods(
                 if run:
                     durations.append(time.perf_counter() - started)
                 async with sessions() as session:
+                    await session.execute(NO_JIT)  # as dashboard_stats runs them
                     for name, query in QUERIES.items():
                         started = time.perf_counter()
                         (await session.execute(query, bounds)).all()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -195,3 +195,34 @@ async def test_renewals_count_renewal_invoices_and_those_paid(
             )
     body = await stats(client, marketing)
     assert body["renewals"] == {"attempted": 3, "succeeded": 1}
+
+
+async def test_day_edges_are_utc_and_a_refund_counts_on_its_own_day(
+    client: httpx.AsyncClient,
+    auth_headers: Headers,
+    sessions: Sessions,
+    clock: FrozenClock,
+    marketing: dict[str, str],
+) -> None:
+    """Paid one second before UTC midnight, refunded one second after: the payment is the
+    first day's, the refund the second's; a period of either day alone sees only its own."""
+    premium = await add_tariff(sessions, price=49900, role="premium")
+    midnight = datetime.combine(clock.now().date(), time(), tzinfo=UTC)
+    clock.set(midnight - timedelta(seconds=1))
+    viewer = make_viewer(client, auth_headers)
+    first, second = str(midnight.date() - timedelta(days=1)), str(midnight.date())
+    bought = await viewer.paid(premium.id)
+    assert bought["paid_at"].startswith(f"{first}T23:59:59"), bought
+    clock.set(midnight + timedelta(seconds=1))
+    refunded = await client.post(f"/api/v1/payments/{bought['id']}/refund", headers=viewer.headers)
+    assert refunded.json()["status"] == "refunded", refunded.text
+    paid_day = {"payments": 1, "gross": 49900, "refunds": 0, "refunded": 0, "net": 49900}
+    refund_day = {"payments": 0, "gross": 0, "refunds": 1, "refunded": 49900, "net": -49900}
+    both = await stats(client, marketing, **{"from": first, "to": second})
+    assert both["days"] == [{"date": first, **paid_day}, {"date": second, **refund_day}]
+    assert (await stats(client, marketing, **{"from": first, "to": first}))["days"] == [
+        {"date": first, **paid_day}
+    ]
+    alone = await stats(client, marketing, **{"from": second, "to": second})
+    assert alone["days"] == [{"date": second, **refund_day}]
+    assert alone["mrr"] == 0  # the refund took the only month back

@@ -57,6 +57,22 @@ class Invoice(Base):
         ),
         Index("ix_invoices_user_created", "user_id", "created_at"),
         Index("ix_invoices_open_expires", "expires_at", postgresql_where=text("status = 'open'")),
+        # The dashboard (admin/stats.py, migration 0015): MRR reads each active
+        # subscription's last paid invoice from the index alone; renewals count a period's.
+        Index(
+            "ix_invoices_paid_last",
+            "user_id",
+            "tariff_id",
+            text("paid_at DESC NULLS LAST"),
+            postgresql_include=["total_amount", "months", "currency"],
+            postgresql_where=text("status = 'paid'"),
+        ),
+        Index(
+            "ix_invoices_renewal_created",
+            "created_at",
+            postgresql_include=["status"],
+            postgresql_where=text("kind = 'renewal'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -141,6 +157,21 @@ class Payment(Base):
             "invoice_id",
             unique=True,
             postgresql_where=text("status = 'pending'"),
+        ),
+        # The dashboard's days (admin/stats.py, migration 0015): a period's payments and
+        # refunds are one range of an index each, read without the table.
+        Index(
+            "ix_payments_settled_paid_at",
+            "currency",
+            "paid_at",
+            postgresql_include=["amount"],
+            postgresql_where=text("status IN ('succeeded', 'refunded')"),
+        ),
+        Index(
+            "ix_payments_refunded_at",
+            "refunded_at",
+            postgresql_include=["id"],
+            postgresql_where=text("refunded_at IS NOT NULL"),
         ),
     )
 

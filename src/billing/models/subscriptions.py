@@ -53,6 +53,28 @@ class Subscription(Base):
                 "status = 'active' AND reminded_for_period_end IS DISTINCT FROM current_period_end"
             ),
         ),
+        # The dashboard (admin/stats.py, migration 0015): active per tariff reads the active
+        # subscriptions only, from the index; new and churned, a period's range; churn asks
+        # the live ones of each user.
+        Index(
+            "ix_subscriptions_active_tariff",
+            "tariff_id",
+            "current_period_end",
+            postgresql_include=["user_id"],
+            postgresql_where=text("status = 'active'"),
+        ),
+        Index("ix_subscriptions_created", "created_at"),
+        Index(
+            "ix_subscriptions_ended_updated",
+            "updated_at",
+            postgresql_include=["user_id"],
+            postgresql_where=text("status IN ('expired', 'canceled')"),
+        ),
+        Index(
+            "ix_subscriptions_live_user",
+            "user_id",
+            postgresql_where=text("status IN ('active', 'grace')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = uuid_pk()
