@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import httpx
@@ -24,7 +25,7 @@ from billing.config import Settings
 from billing.db import transaction
 from billing.models import OutboxEvent
 from billing.outbox.events import EventType
-from billing.outbox.relay import deliver_outbox
+from billing.outbox.relay import DeliveryReport, deliver_outbox
 from billing.outbox.service import add_event
 from billing.outbox.sinks import EXCHANGE, LogSink, NotifyAmqpSink, Receiver, Sink
 from billing.outbox.tasks import run_deliver_outbox
@@ -144,42 +145,200 @@ async def test_notifications_are_published_persistently_to_billing_events(
     assert all(event.status == "delivered" for event in events.values())
 
 
+@pytest.fixture
+async def exchange(channel: AbstractChannel) -> AsyncIterator[str]:
+    """A topic exchange of the test's own: nobody else binds to it."""
+    name = f"billing.test.{uuid.uuid4().hex}"
+    yield name
+    await channel.exchange_delete(name)
+
+
+async def relay_to(
+    sessions: Sessions, clock: FrozenClock, exchange: str, url: str = AMQP_URL
+) -> DeliveryReport:
+    """One relay run publishing notifications to ``exchange``, with a sink of its own."""
+    sink = NotifyAmqpSink(url, exchange=exchange)
+    try:
+        sinks: dict[Receiver, Sink] = {
+            Receiver.NOTIFICATION: sink,
+            Receiver.AUTH: LogSink(Receiver.AUTH),
+        }
+        return await deliver_outbox(
+            sessions, sinks, now=clock.now(), max_attempts=5, retry_ceiling=timedelta(minutes=5)
+        )
+    finally:
+        await sink.close()
+
+
 async def test_a_message_no_queue_takes_waits_until_one_is_bound(
-    sessions: Sessions, clock: FrozenClock, channel: AbstractChannel
+    sessions: Sessions, clock: FrozenClock, channel: AbstractChannel, exchange: str
 ) -> None:
-    exchange = f"billing.test.{uuid.uuid4().hex}"  # nobody else binds to this one
     (event_id,) = await add_events(sessions, clock, (EventType.PAYMENT_SUCCEEDED, uuid.uuid4(), {}))
 
-    async def run() -> None:
-        sink = NotifyAmqpSink(AMQP_URL, exchange=exchange)
-        try:
-            sinks: dict[Receiver, Sink] = {
-                Receiver.NOTIFICATION: sink,
-                Receiver.AUTH: LogSink(Receiver.AUTH),
-            }
-            await deliver_outbox(
-                sessions,
-                sinks,
-                now=clock.now(),
-                max_attempts=5,
-                retry_ceiling=timedelta(minutes=5),
-            )
-        finally:
-            await sink.close()
+    await relay_to(sessions, clock, exchange)
+    event = (await rows(sessions))[event_id]
+    assert (event.status, event.attempts) == ("pending", 1)
+    assert "no queue is bound" in (event.last_error or "")
 
-    try:
-        await run()
-        event = (await rows(sessions))[event_id]
-        assert (event.status, event.attempts) == ("pending", 1)
-        assert "no queue is bound" in (event.last_error or "")
+    queue = await bound_queue(channel, exchange)
+    clock.advance(timedelta(seconds=10))
+    await relay_to(sessions, clock, exchange)
+    assert (await rows(sessions))[event_id].status == "delivered"
+    assert [m.message_id for m in await receive(queue, {str(event_id)})] == [str(event_id)]
 
-        queue = await bound_queue(channel, exchange)
+
+def left_for_retry(events: dict[uuid.UUID, OutboxEvent], clock: FrozenClock) -> set[uuid.UUID]:
+    """The events whose first attempt failed and whose second is due after the back-off."""
+    retry_at = clock.now() + timedelta(seconds=10)
+    return {
+        event_id
+        for event_id, event in events.items()
+        if (event.status, event.attempts, event.next_attempt_at) == ("pending", 1, retry_at)
+    }
+
+
+async def test_of_a_batch_the_broker_partly_refuses_only_the_refused_events_are_retried(
+    sessions: Sessions, clock: FrozenClock, channel: AbstractChannel, exchange: str
+) -> None:
+    """The queue takes 3 messages and refuses the rest (``reject-publish``: the broker nacks
+    them). Of a batch of 6 published at once, the 3 confirmed are delivered and never sent
+    again; the 3 nacked wait for their retry, which delivers them once there is room."""
+    declared = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    queue = await channel.declare_queue(
+        exclusive=True, arguments={"x-max-length": 3, "x-overflow": "reject-publish"}
+    )
+    await queue.bind(declared, routing_key="#")
+    written = await add_events(
+        sessions, clock, *[(EventType.PAYMENT_SUCCEEDED, uuid.uuid4(), {}) for _ in range(6)]
+    )
+    wanted = {str(event_id) for event_id in written}
+
+    report = await relay_to(sessions, clock, exchange)
+
+    assert report.as_dict() == {"delivered": 3, "retried": 3, "parked": 0, "deferred": 0}
+    events = await rows(sessions)
+    delivered = {event_id for event_id, event in events.items() if event.status == "delivered"}
+    queued = await receive(queue, wanted, within=1.0)  # takes them off: room for 3 again
+    assert {message.message_id for message in queued} == {str(event_id) for event_id in delivered}
+    refused = left_for_retry(events, clock)
+    assert refused == set(written) - delivered
+    assert all("refused by RabbitMQ" in (events[event_id].last_error or "") for event_id in refused)
+
+    clock.advance(timedelta(seconds=10))
+    assert (await relay_to(sessions, clock, exchange)).delivered == 3
+    again = await receive(queue, wanted, within=1.0)
+    assert sorted(message.message_id or "" for message in again) == sorted(
+        str(event_id) for event_id in refused
+    )
+
+
+async def test_of_a_batch_the_events_no_queue_takes_are_retried_and_the_rest_delivered(
+    sessions: Sessions, clock: FrozenClock, channel: AbstractChannel, exchange: str
+) -> None:
+    """Only payments are bound: the refunds of the same batch come back (mandatory) and wait
+    for their retry, while the payments published beside them are confirmed and delivered."""
+    declared = await channel.declare_exchange(exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind(declared, routing_key=EventType.PAYMENT_SUCCEEDED)
+    kinds = [EventType.PAYMENT_SUCCEEDED, EventType.PAYMENT_REFUNDED] * 3
+    written = await add_events(sessions, clock, *[(kind, uuid.uuid4(), {}) for kind in kinds])
+    payments = {event_id for event_id, kind in zip(written, kinds, strict=True) if kind == kinds[0]}
+
+    report = await relay_to(sessions, clock, exchange)
+
+    assert report.as_dict() == {"delivered": 3, "retried": 3, "parked": 0, "deferred": 0}
+    events = await rows(sessions)
+    assert {event_id for event_id, event in events.items() if event.status == "delivered"} == (
+        payments
+    )
+    assert left_for_retry(events, clock) == set(written) - payments
+    queued = await receive(queue, {str(event_id) for event_id in written}, within=1.0)
+    assert sorted(message.message_id or "" for message in queued) == sorted(map(str, payments))
+
+
+BASIC_ACK = (60).to_bytes(2, "big") + (80).to_bytes(2, "big")  # class basic, method ack
+
+
+class CutAfterFirstConfirm:
+    """A TCP proxy to the broker that cuts the connection right after passing on the broker's
+    first publisher confirm (an AMQP ``Basic.Ack`` frame), before anything else the relay
+    sends reaches the broker: the connection breaks in the middle of a batch. Connections
+    after that pass untouched."""
+
+    def __init__(self) -> None:
+        self.cut = False
+        self.broker = urlsplit(AMQP_URL)
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        userinfo, at, _ = self.broker.netloc.rpartition("@")
+        return urlunsplit(self.broker._replace(netloc=f"{userinfo}{at}127.0.0.1:{port}"))
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.server.close()
+
+    async def _serve(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        broker, to_broker = await asyncio.open_connection(
+            self.broker.hostname, self.broker.port or 5672
+        )
+
+        async def upstream() -> None:
+            while data := await client.read(65536):
+                to_broker.write(data)
+            to_broker.close()
+
+        async def downstream() -> None:
+            pending = b""
+            while data := await broker.read(65536):
+                pending += data
+                # A frame: type (1 byte), channel (2), size (4), payload, frame end (1).
+                while len(pending) >= 7 and len(pending) >= (end := 8 + _size(pending)):
+                    frame, pending = pending[:end], pending[end:]
+                    to_client.write(frame)
+                    if not self.cut and frame[0] == 1 and frame[7:11] == BASIC_ACK:
+                        self.cut = True
+                        to_client.close()  # after the confirm is written out
+                        to_broker.close()
+                        return
+            to_client.close()
+
+        await asyncio.gather(upstream(), downstream(), return_exceptions=True)
+
+
+def _size(frame: bytes) -> int:
+    return int.from_bytes(frame[3:7], "big")
+
+
+async def test_a_connection_broken_mid_batch_leaves_the_unconfirmed_events_for_retry(
+    sessions: Sessions, clock: FrozenClock, channel: AbstractChannel, exchange: str
+) -> None:
+    """The first event of the batch goes alone and is confirmed; the connection breaks before
+    the other four reach the broker. The confirmed one is delivered, the four wait for their
+    retry, and the next run delivers each of them once."""
+    queue = await bound_queue(channel, exchange)
+    written = await add_events(
+        sessions, clock, *[(EventType.PAYMENT_SUCCEEDED, uuid.uuid4(), {}) for _ in range(5)]
+    )
+    wanted = {str(event_id) for event_id in written}
+
+    async with CutAfterFirstConfirm() as proxy_url:
+        report = await relay_to(sessions, clock, exchange, url=proxy_url)
+
+        assert report.as_dict() == {"delivered": 1, "retried": 4, "parked": 0, "deferred": 0}
+        events = await rows(sessions)
+        assert events[written[0]].status == "delivered"
+        assert left_for_retry(events, clock) == set(written[1:])
+        assert all("RabbitMQ" in (events[event_id].last_error or "") for event_id in written[1:])
+        queued = await receive(queue, wanted, within=1.0)
+        assert [message.message_id for message in queued] == [str(written[0])]
+
         clock.advance(timedelta(seconds=10))
-        await run()
-        assert (await rows(sessions))[event_id].status == "delivered"
-        assert [m.message_id for m in await receive(queue, {str(event_id)})] == [str(event_id)]
-    finally:
-        await channel.exchange_delete(exchange)
+        assert (await relay_to(sessions, clock, exchange, url=proxy_url)).delivered == 4
+    queued = await receive(queue, wanted, within=1.0)
+    assert sorted(message.message_id or "" for message in queued) == sorted(
+        wanted - {str(written[0])}
+    )
 
 
 async def test_a_broker_that_is_down_keeps_the_events_pending(
