@@ -24,23 +24,25 @@ LIVE = (SubscriptionStatus.ACTIVE, SubscriptionStatus.GRACE)
 async def locked_subscription(
     session: AsyncSession, user_id: uuid.UUID, tariff: Tariff, now: datetime
 ) -> Subscription:
-    """The user's subscription to the tariff, created if missing, locked for this transaction."""
-    await session.execute(
-        insert(Subscription)
-        .values(
-            id=uuid.uuid4(),
-            user_id=user_id,
-            tariff_id=tariff.id,
-            role=tariff.role,
-            status=SubscriptionStatus.EXPIRED,
-            current_period_end=now,
-        )
-        .on_conflict_do_nothing(index_elements=["user_id", "tariff_id"])
+    """The user's subscription to the tariff, created if missing, locked for this transaction.
+
+    One statement: the upsert's no-op update on a conflict takes the existing row's lock and
+    answers it, where an insert-or-nothing and a SELECT … FOR UPDATE were two round trips on
+    every settlement."""
+    inserted = insert(Subscription).values(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        tariff_id=tariff.id,
+        role=tariff.role,
+        status=SubscriptionStatus.EXPIRED,
+        current_period_end=now,
     )
     subscription = await session.scalar(
-        select(Subscription)
-        .where(Subscription.user_id == user_id, Subscription.tariff_id == tariff.id)
-        .with_for_update()
+        inserted.on_conflict_do_update(
+            index_elements=["user_id", "tariff_id"],
+            set_={"tariff_id": inserted.excluded.tariff_id},
+        )
+        .returning(Subscription)
         .execution_options(populate_existing=True)
     )
     assert subscription is not None
