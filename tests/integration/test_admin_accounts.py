@@ -83,7 +83,7 @@ async def all_accounts(sessions: Sessions) -> list[AdminUser]:
         return list(await session.scalars(select(AdminUser)))
 
 
-def creation(username: str, password: str = PASSWORD, again: str | None = None) -> dict:
+def creation(username: str, password: str = PASSWORD, again: str | None = None) -> dict[str, str]:
     return {
         "username": username,
         "role": "marketing",
@@ -116,6 +116,7 @@ async def test_marketing_gets_403_on_the_screen_and_its_changes(
         ("POST", f"{ACCOUNTS}/edit/{target}", {"role": "admin"}),
         ("GET", f"{ACCOUNTS}/action/deactivate?pks={target}", None),
         ("GET", f"{ACCOUNTS}/action/reactivate?pks={target}", None),
+        ("GET", f"{ACCOUNTS}/action/reset-password?pks={target}", None),
         ("GET", f"{ACCOUNTS}/reset-password/{target}", None),
         ("POST", f"{ACCOUNTS}/reset-password/{target}", creation("")),
     ]:
@@ -181,7 +182,7 @@ async def test_an_account_created_in_the_panel_can_log_in(
     ],
 )
 async def test_a_refused_account_is_not_created_and_the_form_says_why(
-    root: httpx.AsyncClient, sessions: Sessions, form: dict, message: str
+    root: httpx.AsyncClient, sessions: Sessions, form: dict[str, str], message: str
 ) -> None:
     refused = await root.post(f"{ACCOUNTS}/create", data=form)
     assert refused.status_code == 400
@@ -197,7 +198,9 @@ async def test_a_reset_password_ends_every_session_and_the_old_one_opens_nothing
 ) -> None:
     marta_user = await add_admin(sessions, "marta")
     marta, marta_elsewhere = await logged_in(app, "marta"), await logged_in(app, "marta")
-    form_page = await root.get(f"{ACCOUNTS}/reset-password/{marta_user.id}")
+    button = await root.get(f"{ACCOUNTS}/action/reset-password?pks={marta_user.id}")
+    assert button.headers["location"].endswith(f"{ACCOUNTS}/reset-password/{marta_user.id}")
+    form_page = await root.get(button.headers["location"])
     assert form_page.status_code == 200 and 'name="password_again"' in form_page.text
 
     differ = await root.post(

@@ -29,10 +29,6 @@ from billing.errors import Problem
 from billing.models import AdminRole, AdminUser
 
 
-def _role_name(role: str) -> str:
-    return gettext(role)
-
-
 def _password_fields() -> dict[str, Field]:
     return {
         "password": PasswordField(
@@ -55,7 +51,7 @@ def _password_fields() -> dict[str, Field]:
 class AdminUserAdmin(BillingView, model=AdminUser):
     """Who may use the panel. An account is never deleted (the audit log names it):
     deactivating it ends its sessions at once. An admin cannot deactivate or demote their
-    own account, nor leave the panel without an active admin."""
+    own account, so the panel always keeps an active admin."""
 
     name = Label("Admin account")
     name_plural = Label("Admin accounts")
@@ -76,7 +72,7 @@ class AdminUserAdmin(BillingView, model=AdminUser):
         AdminUser.is_active: Label("Can log in"),
         AdminUser.created_at: Label("Created"),
     }
-    column_formatters = {AdminUser.role: lambda row, _: _role_name(row.role)}  # noqa: RUF012
+    column_formatters = {AdminUser.role: lambda row, _: gettext(row.role)}  # noqa: RUF012
     column_formatters_detail = column_formatters
     column_sortable_list = [AdminUser.username, AdminUser.created_at]  # noqa: RUF012
     column_default_sort = [("username", False)]  # noqa: RUF012
@@ -94,7 +90,7 @@ class AdminUserAdmin(BillingView, model=AdminUser):
             ),
             "role": SelectField(
                 gettext("Role"),
-                choices=[(role.value, _role_name(role.value)) for role in AdminRole],
+                choices=[(role.value, gettext(role.value)) for role in AdminRole],
                 default=AdminRole.MARKETING.value,
                 render_kw=control(),
             ),
