@@ -132,6 +132,19 @@ async def test_marketing_gets_403_on_the_screen_and_its_changes(
     assert f"{ACCOUNTS}/list" in (await root.get("/admin/")).text
 
 
+async def test_without_a_login_the_screen_sends_to_the_login_page(app: FastAPI) -> None:
+    target = uuid.uuid4()
+    async with panel_client(app) as anonymous:
+        for method, path in [
+            ("GET", f"{ACCOUNTS}/list"),
+            ("POST", f"{ACCOUNTS}/create"),
+            ("GET", f"{ACCOUNTS}/action/deactivate?pks={target}"),
+            ("GET", f"{ACCOUNTS}/reset-password/{target}"),
+            ("POST", f"{ACCOUNTS}/reset-password/{target}"),
+        ]:
+            assert redirects_to_login(await anonymous.request(method, path)), path
+
+
 async def test_the_list_and_the_page_of_an_account_show_no_password_hash(
     root: httpx.AsyncClient, sessions: Sessions
 ) -> None:
