@@ -32,7 +32,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from wtforms import Field, Form, StringField
+from wtforms import Field, Form, StringField, validators
+from wtforms.fields.core import UnboundField
 
 from billing.admin.panel.auth import (
     STATICS,
@@ -43,10 +44,20 @@ from billing.admin.panel.auth import (
     route_path,
 )
 from billing.admin.panel.dashboard import dashboard_context
-from billing.admin.panel.locale import LOCALES, current_locale, gettext, install_catalogues
+from billing.admin.panel.locale import (
+    LOCALES,
+    Label,
+    current_locale,
+    day_placeholder,
+    gettext,
+    install_catalogues,
+    typed_moment,
+    typed_time,
+)
 from billing.admin.panel.locale import moment as moment
 from billing.admin.panel.locale import money as money
 from billing.admin.panel.locale import percent as percent
+from billing.admin.panel.locale import short_id as short_id
 from billing.admin.service import LoginThrottled, set_admin_locale
 from billing.checkout.admin_endpoints import parse_moment
 from billing.clock import Clock
@@ -169,7 +180,7 @@ class BillingAdmin(Admin):
             app,
             session_maker=async_sessionmaker(engine, expire_on_commit=False),
             base_url=base_url,
-            title="Billing admin",
+            title=Label("Billing admin"),
             templates_dir=str(TEMPLATES),
             # Outermost first; the login's sessions come after these.
             middlewares=[
@@ -204,22 +215,41 @@ class BillingAdmin(Admin):
         )
 
     async def login(self, request: Request) -> Response:
-        """SQLAdmin's login page, and 429 while logins are throttled."""
-        try:
+        """SQLAdmin's login page; a refused login keeps the username typed, and 429 while
+        logins are throttled."""
+        if request.method != "POST":
             return await super().login(request)
+        typed = (await request.form()).get("username")
+        username = typed if isinstance(typed, str) else ""
+        try:
+            opened = await self.authentication_backend.login(request)  # type: ignore[union-attr]
         except LoginThrottled as throttled:
             seconds = max(1, math.ceil(throttled.retry_after.total_seconds()))
-            page = await self.templates.TemplateResponse(
-                request,
-                "sqladmin/login.html",
-                {
-                    "error": gettext("Too many failed logins: try again in %(minutes)s min.")
-                    % {"minutes": math.ceil(seconds / 60)}
-                },
-                status_code=429,
-            )
+            error = gettext("Too many failed logins: try again in %(minutes)s min.") % {
+                "minutes": math.ceil(seconds / 60)
+            }
+            page = await self._login_page(request, error, username, 429)
             page.headers["Retry-After"] = str(seconds)
             return page
+        if isinstance(opened, Response):
+            return opened
+        return await self._login_page(
+            request, gettext("Wrong username or password."), username, 400
+        )
+
+    async def _login_page(
+        self, request: Request, error: str, username: str, status_code: int
+    ) -> Response:
+        context = {"error": error, "username": username}
+        return await self.templates.TemplateResponse(
+            request, "sqladmin/login.html", context, status_code=status_code
+        )
+
+    def add_view(self, view: Any) -> None:
+        # Every view's name (menu, titles, buttons) in the request's language.
+        view.name = Label(view.name)
+        view.name_plural = Label(view.name_plural)
+        super().add_view(view)
 
     @login_required
     async def index(self, request: Request) -> Response:
@@ -308,8 +338,32 @@ def spreadsheet_cell(value: Any) -> str:
     return f"'{text}" if text.startswith(("=", "+", "-", "@", "\t", "\r")) else text
 
 
+def translated(field: Any) -> Any:
+    """A form field's label and description in the request's language (a view may give
+    them in English; the catalogue has them)."""
+    if not isinstance(field, UnboundField):
+        return field
+    args, kwargs = list(field.args), dict(field.kwargs)
+    if args and isinstance(args[0], str) and args[0]:
+        args[0] = gettext(args[0])
+    elif isinstance(kwargs.get("label"), str) and kwargs["label"]:
+        kwargs["label"] = gettext(kwargs["label"])
+    if isinstance(kwargs.get("description"), str) and kwargs["description"]:
+        kwargs["description"] = gettext(kwargs["description"])
+    return UnboundField(field.field_class, *args, name=field.name, **kwargs)
+
+
 def control(**render_kw: Any) -> dict[str, Any]:
     return {"class": "form-control", **render_kw}
+
+
+class Labels(dict[str, Label]):
+    """A view's column labels, each in the request's language; a column without one is
+    named by its attribute (``code``), translated as well."""
+
+    def get(self, name: str, default: Any = None) -> Label:
+        found = super().get(name)
+        return found if found is not None else Label(name if default is None else default)
 
 
 class BillingView(ModelView):
@@ -330,6 +384,17 @@ class BillingView(ModelView):
     column_type_formatters = {**BASE_FORMATTERS, datetime: moment}  # noqa: RUF012
     # Column name → the CSV cell of a row (money columns: ``money_for_export``).
     export_formatters: ClassVar[dict[str, Callable[[Any], Any]]] = {}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._column_labels = Labels(
+            {name: Label(label) for name, label in self._column_labels.items()}
+        )
+
+    def search_placeholder(self) -> str:
+        return ", ".join(
+            gettext(str(self._column_labels.get(name, name))) for name in self._search_fields
+        )
 
     @property
     def panel(self) -> BillingAdmin:
@@ -358,7 +423,9 @@ class BillingView(ModelView):
 
     async def scaffold_form(self, rules: builtins.list[str] | None = None) -> type[Form]:
         fields = await self.form_fields()
-        chosen = {name: fields[name] for name in (rules or fields)}
+        chosen: dict[str, Any] = {name: translated(fields[name]) for name in (rules or fields)}
+        # WTForms' own messages ("This field is required.") in the request's language.
+        chosen["Meta"] = type("Meta", (), {"locales": [current_locale()]})
         return type(f"{self.identity.title()}Form", (Form,), chosen)
 
     # Rows ---------------------------------------------------------------------------------
@@ -436,14 +503,16 @@ class InputFilter:
         parameter_name: str,
         title: str,
         apply: Callable[[Select[Any], str], Select[Any]],
-        input_type: str = "text",
         placeholder: str = "",
     ) -> None:
         self.parameter_name = parameter_name
         self.title = title
         self.apply = apply
-        self.input_type = input_type
         self.placeholder = placeholder
+
+    def hint(self) -> str:
+        """The box's placeholder, in the request's language."""
+        return gettext(self.placeholder) if self.placeholder else ""
 
     async def lookups(
         self, request: Request, model: Any, run_query: Callable[[Select[Any]], Any]
@@ -457,12 +526,63 @@ class InputFilter:
             raise HTTPException(status_code=400, detail=problem.detail) from None
 
 
+class DayFilter(InputFilter):
+    """A date box in the language's format (``ДД.ММ.ГГГГ`` or ``YYYY-MM-DD``, both read):
+    a text box, since the browser's own date box shows its own language's format."""
+
+    def hint(self) -> str:
+        return day_placeholder()
+
+
 def moment_filter(parameter_name: str, title: str, where: Callable[[datetime], Any]) -> InputFilter:
     """A date box: ``where(moment)`` is the condition for the date's midnight (UTC)."""
 
     def apply(query: Select[Any], value: str) -> Select[Any]:
-        at = parse_moment(parameter_name, value)
+        try:
+            typed = typed_moment(value)
+        except ValueError:
+            detail = gettext("%(title)s: a date like %(example)s") % {
+                "title": gettext(title),
+                "example": day_placeholder(),
+            }
+            raise Problem(422, "validation_error", detail) from None
+        at = parse_moment(parameter_name, typed.isoformat())  # within the API's years
         assert at is not None
         return query.where(where(at))
 
-    return InputFilter(parameter_name, title, apply, input_type="date")
+    return DayFilter(parameter_name, title, apply)
+
+
+class MomentField(StringField):
+    """A date and time in UTC as the language writes it (``01.12.2026 09:30``, or
+    ``2026-12-01 09:30``; either is read), a plain text box: the browser's and flatpickr's
+    pickers show their own language's format, not the panel's."""
+
+    data: datetime | None  # type: ignore[assignment]
+
+    def process_formdata(self, valuelist: builtins.list[Any]) -> None:
+        text = str(valuelist[0]).strip() if valuelist else ""
+        self.data = None
+        if text:
+            try:
+                self.data = typed_moment(text)
+            except ValueError:
+                example = day_placeholder(with_time=True)
+                raise ValueError(
+                    gettext("a date like %(example)s") % {"example": example}
+                ) from None
+
+    def _value(self) -> str:
+        if self.raw_data and self.errors:
+            return str(self.raw_data[0])  # what was typed stays, beside its error
+        return typed_time(self.data) if isinstance(self.data, datetime) else ""
+
+
+def moment_field(label: str, description: str = "", required: bool = False) -> MomentField:
+    check = validators.InputRequired() if required else validators.Optional()
+    return MomentField(
+        label,
+        [check],
+        description=description,
+        render_kw=control(placeholder=day_placeholder(with_time=True), autocomplete="off"),
+    )

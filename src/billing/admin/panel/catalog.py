@@ -8,10 +8,13 @@ from typing import Any
 
 from sqladmin.fields import BooleanField
 from sqladmin.filters import ForeignKeyFilter
+from sqladmin.pagination import Pagination
+from sqlalchemy import select
 from starlette.requests import Request
 from wtforms import Field, StringField, TextAreaField, validators
 
 from billing.admin.panel.base import AmountField, BillingView, control, money, validated
+from billing.admin.panel.locale import Label, clipped, gettext, moment
 from billing.catalog import service
 from billing.catalog.schemas import TariffCreate, TariffUpdate
 from billing.models import Tariff, TariffPrice
@@ -32,17 +35,37 @@ class TariffAdmin(BillingView, model=Tariff):
     column_list = [  # noqa: RUF012
         Tariff.code,
         Tariff.name,
-        Tariff.role,
         Tariff.monthly_price,
         Tariff.is_active,
+        Tariff.role,
         Tariff.role_exists,
         Tariff.updated_at,
     ]
+    column_details_list = [  # noqa: RUF012
+        Tariff.code,
+        Tariff.name,
+        Tariff.description,
+        Tariff.monthly_price,
+        Tariff.currency,
+        Tariff.is_active,
+        Tariff.role,
+        Tariff.role_exists,
+        Tariff.created_at,
+        Tariff.updated_at,
+        Tariff.id,
+    ]
     column_labels = {  # noqa: RUF012
-        Tariff.monthly_price: "monthly price",
-        Tariff.is_active: "on sale",
-        Tariff.role_exists: "role in Auth",
-        Tariff.updated_at: "updated",
+        Tariff.id: Label("Id"),
+        Tariff.code: Label("Code"),
+        Tariff.name: Label("Name"),
+        Tariff.description: Label("Description"),
+        Tariff.monthly_price: Label("Monthly price"),
+        Tariff.currency: Label("Currency"),
+        Tariff.is_active: Label("On sale"),
+        Tariff.role: Label("Auth role"),
+        Tariff.role_exists: Label("Role in Auth"),
+        Tariff.created_at: Label("Created"),
+        Tariff.updated_at: Label("Updated"),
     }
     column_formatters = {  # noqa: RUF012
         Tariff.monthly_price: lambda tariff, _: money(tariff.monthly_price, tariff.currency)
@@ -67,25 +90,32 @@ class TariffAdmin(BillingView, model=Tariff):
         currency = self.panel.settings.currency
         return {
             "code": StringField(
-                "Code", [validators.InputRequired()], render_kw=control(placeholder="premium")
-            ),
-            "name": StringField("Name", [validators.InputRequired()], render_kw=control()),
-            "description": TextAreaField("Description", render_kw=control(rows=3)),
-            "role": StringField(
-                "Auth role",
+                gettext("Code"),
                 [validators.InputRequired()],
-                description="The Auth-service role this tariff grants.",
+                render_kw=control(placeholder="premium"),
+            ),
+            "name": StringField(gettext("Name"), [validators.InputRequired()], render_kw=control()),
+            "description": TextAreaField(gettext("Description"), render_kw=control(rows=3)),
+            "role": StringField(
+                gettext("Auth role"),
+                [validators.InputRequired()],
+                description=gettext("The Auth-service role this tariff grants."),
                 render_kw=control(),
             ),
             "monthly_price": AmountField(
-                "Monthly price",
-                description=f"e.g. 499.00 (in the tariff's currency, {currency} by default). "
-                "Every change is kept in the price history.",
-                render_kw=control(placeholder="499.00"),
+                gettext("Monthly price"),
+                description=gettext(
+                    "e.g. 499,00 (in the tariff's currency, %(currency)s by default). "
+                    "Every change is kept in the price history."
+                )
+                % {"currency": currency},
+                render_kw=control(placeholder=gettext("499.00")),
             ),
-            "currency": StringField("Currency", default=currency, render_kw=control()),
+            "currency": StringField(gettext("Currency"), default=currency, render_kw=control()),
             "is_active": BooleanField(
-                "On sale", description="Needs a price.", render_kw={"class": "form-check-input"}
+                gettext("On sale"),
+                description=gettext("Needs a price."),
+                render_kw={"class": "form-check-input"},
             ),
         }
 
@@ -143,7 +173,7 @@ class TariffAdmin(BillingView, model=Tariff):
             history = await service.price_history(
                 session, tariff_id, limit=PRICE_HISTORY_SHOWN, offset=0
             )
-        return {"price_history": history, "money": money}
+        return {"price_history": history, "money": money, "moment": moment}
 
 
 class TariffPriceAdmin(BillingView, model=TariffPrice):
@@ -163,13 +193,35 @@ class TariffPriceAdmin(BillingView, model=TariffPrice):
         TariffPrice.monthly_price,
         TariffPrice.changed_by,
     ]
-    column_labels = {TariffPrice.tariff_id: "tariff"}  # noqa: RUF012
+    column_labels = {  # noqa: RUF012
+        TariffPrice.changed_at: Label("Changed at"),
+        TariffPrice.tariff_id: Label("Tariff"),
+        TariffPrice.previous_price: Label("From"),
+        TariffPrice.monthly_price: Label("To"),
+        TariffPrice.changed_by: Label("By"),
+    }
     column_formatters = {  # noqa: RUF012
+        # The tariff's code, read for the page's rows at once (``list``).
+        TariffPrice.tariff_id: lambda row, _: getattr(row, "tariff_code", row.tariff_id),
         TariffPrice.previous_price: lambda row, _: money(row.previous_price, row.currency),
         TariffPrice.monthly_price: lambda row, _: money(row.monthly_price, row.currency),
+        TariffPrice.changed_by: lambda row, _: clipped(row.changed_by),
     }
     column_default_sort = [("changed_at", True)]  # noqa: RUF012
     column_sortable_list = [TariffPrice.changed_at]  # noqa: RUF012
     column_filters = [  # noqa: RUF012
         ForeignKeyFilter(TariffPrice.tariff_id, Tariff.code, foreign_model=Tariff, title="Tariff")
     ]
+
+    async def list(self, request: Request) -> Pagination:
+        page = await super().list(request)
+        ids = {row.tariff_id for row in page.rows}
+        if ids:
+            async with self.transaction() as session:
+                found = await session.execute(
+                    select(Tariff.id, Tariff.code).where(Tariff.id.in_(ids))
+                )
+                codes = {tariff_id: code for tariff_id, code in found}
+            for row in page.rows:
+                setattr(row, "tariff_code", codes.get(row.tariff_id, row.tariff_id))  # noqa: B010
+        return page

@@ -11,8 +11,15 @@ from typing import Any
 
 from starlette.requests import Request
 
-from billing.admin.panel.locale import day, gettext, money
-from billing.admin.stats import dashboard_stats, stats_period
+from billing.admin.panel.locale import (
+    day,
+    day_placeholder,
+    gettext,
+    money,
+    typed_day,
+    typed_moment,
+)
+from billing.admin.stats import MAX_DAYS, dashboard_stats, stats_period
 from billing.clock import Clock
 from billing.config import Settings
 from billing.db import transaction
@@ -21,13 +28,27 @@ from billing.errors import Problem
 PRESETS = (7, 30, 90)
 
 
+def _typed(request: Request, name: str) -> str | None:
+    """A date box of the period as an ISO date (typed as the language writes dates)."""
+    text = request.query_params.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return typed_moment(text).date().isoformat()
+    except ValueError:
+        example = day_placeholder()
+        raise Problem(
+            422, "validation_error", gettext("a date like %(example)s") % {"example": example}
+        ) from None
+
+
 def _period_asked(request: Request, today: Any) -> tuple[str | None, str | None, int | None]:
     """``?days=7`` (a preset, ending today) or ``?from=&to=`` (custom)."""
     preset = request.query_params.get("days")
     if preset and preset.isdigit() and int(preset) in PRESETS:
         days = int(preset)
         return str(today - timedelta(days=days - 1)), str(today), days
-    return request.query_params.get("from") or None, request.query_params.get("to") or None, None
+    return _typed(request, "from"), _typed(request, "to"), None
 
 
 async def dashboard_context(
@@ -35,12 +56,19 @@ async def dashboard_context(
 ) -> dict[str, Any]:
     now = clock.now()
     today = now.astimezone(UTC).date()
-    start, end, preset = _period_asked(request, today)
     error = None
     try:
-        first, last = stats_period(start, end, today)
+        start, end, preset = _period_asked(request, today)
     except Problem as problem:
-        error = problem.detail
+        error, start, end, preset = problem.detail, None, None, None
+    try:
+        first, last = stats_period(start, end, today)
+    except Problem:  # both dates are read: the period is reversed or too long
+        if start is not None and end is not None and start > end:
+            error = gettext("The period starts after it ends.")
+        else:
+            error = gettext("At most %(days)s days at once.") % {"days": MAX_DAYS}
+        start = end = preset = None
         first, last = stats_period(None, None, today)
     async with transaction(sessions) as session:
         stats = await dashboard_stats(session, first, last, currency=settings.currency, now=now)
@@ -82,4 +110,6 @@ async def dashboard_context(
         "chart_data": chart_data,  # |tojson in the page: escaped for a <script> block
         "money": money,
         "day": day,
+        "typed_day": typed_day,
+        "day_placeholder": day_placeholder,
     }

@@ -22,7 +22,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
 from babel.support import Translations
-from markupsafe import escape
+from markupsafe import Markup, escape
 from sqladmin import i18n
 
 LOCALES = ("ru", "en")
@@ -97,6 +97,70 @@ def moment(value: datetime | None) -> str:
 
 def day(value: date) -> str:
     return value.strftime("%d.%m.%Y" if current_locale() == "ru" else "%Y-%m-%d")
+
+
+# How a date (and a time) is typed in each language; both are read in either language, since
+# neither can be mistaken for the other.
+_TYPED_DAY = {"ru": "%d.%m.%Y", "en": "%Y-%m-%d"}
+_DAY_PLACEHOLDER = {"ru": "ДД.ММ.ГГГГ", "en": "YYYY-MM-DD"}
+_TIME_FORMATS = ("", " %H:%M", " %H:%M:%S")
+
+
+def day_placeholder(with_time: bool = False) -> str:
+    """``ДД.ММ.ГГГГ`` (ru) or ``YYYY-MM-DD`` (en), ``ЧЧ:ММ`` / ``HH:MM`` after it for a time."""
+    locale = current_locale()
+    shown = _DAY_PLACEHOLDER.get(locale, _DAY_PLACEHOLDER["en"])
+    if with_time:
+        shown += " ЧЧ:ММ" if locale == "ru" else " HH:MM"
+    return shown
+
+
+def typed_moment(text: str) -> datetime:
+    """A date, or a date and time, as typed in the panel (``01.12.2026``, ``01.12.2026 9:30``,
+    ``2026-12-01 09:30:15``; a ``T`` between them is fine), in UTC. Raises ``ValueError``."""
+    compact = " ".join(text.replace("T", " ").split()).removesuffix(" UTC")
+    for day_format in _TYPED_DAY.values():
+        for time_format in _TIME_FORMATS:
+            try:
+                return datetime.strptime(compact, day_format + time_format).replace(tzinfo=UTC)
+            except ValueError:
+                continue
+    raise ValueError(text)
+
+
+def typed_day(value: date) -> str:
+    """A date as the panel's date boxes show it (and read it back)."""
+    return value.strftime(_TYPED_DAY.get(current_locale(), _TYPED_DAY["en"]))
+
+
+def typed_time(value: datetime) -> str:
+    """A time as the panel's time boxes show it, UTC to the second (read back unchanged)."""
+    at = value.astimezone(UTC)
+    return f"{typed_day(at)} {at:%H:%M:%S}"
+
+
+def short_id(value: object) -> Markup:
+    """A UUID in a list: its first 8 characters, the whole id in the tooltip (and in the
+    detail page)."""
+    if value is None:
+        return Markup("—")
+    text = str(value)
+    return Markup('<span class="short-id" title="{}">{}</span>').format(text, text[:8])
+
+
+SHORT_TEXT = 24  # fits a column without breaking
+
+
+def clipped(text: str | None, limit: int = 60) -> Markup:
+    """A long text in a list, broken anywhere to fit (an e-mail, an error): its start, the
+    whole text in the tooltip (and the detail page)."""
+    if not text:
+        return Markup("—")
+    if len(text) <= SHORT_TEXT:
+        return Markup.escape(text)
+    if len(text) <= limit:
+        return Markup('<span class="anywhere">{}</span>').format(text)
+    return Markup('<span class="clipped" title="{}">{}…</span>').format(text, text[: limit - 1])
 
 
 def percent(value: Decimal | None) -> str:

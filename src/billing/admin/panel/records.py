@@ -14,18 +14,27 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from billing.admin.panel.base import BillingView, notify
+from billing.admin.panel.locale import Label, clipped, gettext, short_id
 from billing.errors import Problem
 from billing.models import AuditEntry, OutboxEvent, OutboxStatus
 from billing.outbox.service import retry_event
 
-LIST_JSON_CHARS = 80
 
-
-def _json(value: Any, limit: int | None = None) -> str:
+def _json(value: Any) -> str:
     if value is None:
         return "—"
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def changed_fields(entry: AuditEntry) -> str:
+    """What an audit entry changed, by field name (the values are on its page)."""
+    before, after = entry.before or {}, entry.after or {}
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return "—"
+    names = sorted(
+        name for name in before.keys() | after.keys() if before.get(name) != after.get(name)
+    )
+    return ", ".join(names) or "—"
 
 
 class AuditEntryAdmin(BillingView, model=AuditEntry):
@@ -43,15 +52,46 @@ class AuditEntryAdmin(BillingView, model=AuditEntry):
         AuditEntry.action,
         AuditEntry.entity_type,
         AuditEntry.entity_id,
-        AuditEntry.before,
         AuditEntry.after,
     ]
-    column_labels = {AuditEntry.created_at: "when", AuditEntry.entity_type: "what"}  # noqa: RUF012
+    column_details_list = [  # noqa: RUF012
+        AuditEntry.created_at,
+        AuditEntry.actor,
+        AuditEntry.action,
+        AuditEntry.entity_type,
+        AuditEntry.entity_id,
+        AuditEntry.before,
+        AuditEntry.after,
+        AuditEntry.id,
+    ]
+    column_export_list = column_details_list
+    export_formatters = {  # noqa: RUF012
+        "before": lambda row: None if row.before is None else _json(row.before),
+        "after": lambda row: None if row.after is None else _json(row.after),
+    }
+    column_labels = {  # noqa: RUF012
+        AuditEntry.id: Label("Id"),
+        AuditEntry.created_at: Label("When"),
+        AuditEntry.actor: Label("Who"),
+        AuditEntry.action: Label("Action"),
+        AuditEntry.entity_type: Label("What"),
+        AuditEntry.entity_id: Label("Which"),
+        AuditEntry.before: Label("Before"),
+        AuditEntry.after: Label("After"),
+    }
     column_formatters = {  # noqa: RUF012
-        AuditEntry.before: lambda row, _: _json(row.before, LIST_JSON_CHARS),
-        AuditEntry.after: lambda row, _: _json(row.after, LIST_JSON_CHARS),
+        AuditEntry.actor: lambda row, _: clipped(row.actor),
+        AuditEntry.action: lambda row, _: gettext(row.action),
+        AuditEntry.entity_type: lambda row, _: gettext(row.entity_type),
+        AuditEntry.entity_id: lambda row, _: (
+            clipped(row.entity_id, 12) if len(row.entity_id) != 36 else short_id(row.entity_id)
+        ),
+        # The list names the fields changed; the values before and after are on its page.
+        AuditEntry.after: lambda row, _: changed_fields(row),
     }
     column_formatters_detail = {  # noqa: RUF012
+        AuditEntry.action: lambda row, _: gettext(row.action),
+        AuditEntry.entity_type: lambda row, _: gettext(row.entity_type),
         AuditEntry.before: lambda row, _: _json(row.before),
         AuditEntry.after: lambda row, _: _json(row.after),
     }
@@ -75,16 +115,50 @@ class OutboxEventAdmin(BillingView, model=OutboxEvent):
     summary = "events for the Notification and Auth services; retry parked ones"
     column_list = [  # noqa: RUF012
         OutboxEvent.seq,
+        OutboxEvent.occurred_at,
         OutboxEvent.type,
         OutboxEvent.user_id,
         OutboxEvent.status,
         OutboxEvent.attempts,
         OutboxEvent.next_attempt_at,
         OutboxEvent.last_error,
-        OutboxEvent.occurred_at,
-        OutboxEvent.delivered_at,
     ]
-    column_formatters_detail = {OutboxEvent.payload: lambda row, _: _json(row.payload)}  # noqa: RUF012
+    column_details_list = [  # noqa: RUF012
+        OutboxEvent.seq,
+        OutboxEvent.type,
+        OutboxEvent.status,
+        OutboxEvent.user_id,
+        OutboxEvent.occurred_at,
+        OutboxEvent.attempts,
+        OutboxEvent.next_attempt_at,
+        OutboxEvent.delivered_at,
+        OutboxEvent.last_error,
+        OutboxEvent.payload,
+        OutboxEvent.id,
+    ]
+    column_labels = {  # noqa: RUF012
+        OutboxEvent.id: Label("Event id"),
+        OutboxEvent.seq: Label("No."),
+        OutboxEvent.type: Label("Type"),
+        OutboxEvent.user_id: Label("User"),
+        OutboxEvent.payload: Label("Contents"),
+        OutboxEvent.status: Label("Status"),
+        OutboxEvent.attempts: Label("Attempts"),
+        OutboxEvent.next_attempt_at: Label("Next attempt"),
+        OutboxEvent.last_error: Label("Last error"),
+        OutboxEvent.occurred_at: Label("Occurred"),
+        OutboxEvent.delivered_at: Label("Delivered"),
+    }
+    column_formatters = {  # noqa: RUF012
+        OutboxEvent.user_id: lambda row, _: short_id(row.user_id),
+        OutboxEvent.status: lambda row, _: gettext(row.status),
+        OutboxEvent.type: lambda row, _: clipped(row.type),
+        OutboxEvent.last_error: lambda row, _: clipped(row.last_error, 40),
+    }
+    column_formatters_detail = {  # noqa: RUF012
+        OutboxEvent.status: lambda row, _: gettext(row.status),
+        OutboxEvent.payload: lambda row, _: _json(row.payload),
+    }
     column_sortable_list = [OutboxEvent.seq, OutboxEvent.next_attempt_at]  # noqa: RUF012
     column_default_sort = [("seq", True)]  # noqa: RUF012
     column_searchable_list = [OutboxEvent.user_id, OutboxEvent.id]  # noqa: RUF012
@@ -97,8 +171,8 @@ class OutboxEventAdmin(BillingView, model=OutboxEvent):
 
     @action(
         name="retry",
-        label="Retry delivery",
-        confirmation_message="Deliver the selected events again now?",
+        label=Label("Retry delivery"),
+        confirmation_message=Label("Deliver the selected events again now?"),
     )
     async def retry(self, request: Request) -> Response:
         retried, refused = 0, []
@@ -110,11 +184,11 @@ class OutboxEventAdmin(BillingView, model=OutboxEvent):
                     )
                 retried += 1
             except ValueError:
-                refused.append(f"{pk}: not an event id")
+                refused.append(f"{pk}: {gettext('not an event id')}")
             except Problem as problem:
                 refused.append(f"{pk}: {problem.detail}")
         if retried:
-            notify(request, f"{retried} event(s) due for delivery now")
+            notify(request, gettext("Events due for delivery now: %(count)s") % {"count": retried})
         if refused:
             notify(request, "; ".join(refused), FlashLevel.error)
         return RedirectResponse(request.url_for("admin:list", identity=self.identity), 302)
