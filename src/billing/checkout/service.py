@@ -612,13 +612,12 @@ async def settle_from_provider(
         return None
     if payment.status == PaymentStatus.PENDING:
         if remote.status == ProviderPaymentStatus.SUCCEEDED:
-            invoice = await session.get_one(Invoice, payment.invoice_id, with_for_update=True)
+            invoice, tariff = await _locked_invoice_and_tariff(session, payment.invoice_id)
             payment.status = PaymentStatus.SUCCEEDED
             payment.paid_at = remote.paid_at or now
             payment.provider_data = {**payment.provider_data, **remote.data}
             if not await _still_payable(session, invoice):
                 return _refund_at_once(session, payment, RefundReason.INVOICE_EXPIRED, now=now)
-            tariff = await session.get_one(Tariff, invoice.tariff_id)
             subscription = await _settle(
                 session, invoice, tariff, payment=payment, now=now, saved_method=remote.saved_method
             )
@@ -642,6 +641,23 @@ async def settle_from_provider(
         refund.status = RefundStatus.SUCCEEDED
         await _apply_refund(session, payment, refund, now=now)
     return None
+
+
+async def _locked_invoice_and_tariff(
+    session: AsyncSession, invoice_id: uuid.UUID
+) -> tuple[Invoice, Tariff]:
+    """A payment's invoice, locked, with its tariff: one round trip (settling and refunding
+    need both; the tariff row is only read, not locked)."""
+    row = (
+        await session.execute(
+            select(Invoice, Tariff)
+            .join(Tariff, Tariff.id == Invoice.tariff_id)
+            .where(Invoice.id == invoice_id)
+            .with_for_update(of=Invoice)
+            .execution_options(populate_existing=True)
+        )
+    ).one()
+    return row[0], row[1]
 
 
 async def _still_payable(session: AsyncSession, invoice: Invoice) -> bool:
@@ -891,8 +907,7 @@ async def _apply_refund_answer(
 async def _apply_refund(
     session: AsyncSession, payment: Payment, refund: Refund, *, now: datetime
 ) -> None:
-    invoice = await session.get_one(Invoice, payment.invoice_id, with_for_update=True)
-    tariff = await session.get_one(Tariff, invoice.tariff_id)
+    invoice, tariff = await _locked_invoice_and_tariff(session, payment.invoice_id)
     payment.status = PaymentStatus.REFUNDED
     payment.refunded_at = now
     if invoice.status == InvoiceStatus.PAID:
