@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqladmin.fields import BooleanField, TimezoneAwareDateTimeField, UuidField
+from sqladmin.fields import BooleanField, UuidField
 from sqladmin.filters import BooleanFilter
 from sqlalchemy import select
 from starlette.requests import Request
@@ -23,11 +23,13 @@ from billing.admin.panel.base import (
     AmountField,
     BillingView,
     control,
+    moment_field,
     money,
     notify,
     percent,
     validated,
 )
+from billing.admin.panel.locale import Label, clipped, gettext, short_id
 from billing.errors import not_found
 from billing.models import DurationDiscount, PromoCode, Tariff, UserDiscount
 from billing.pricing import promo_codes, service
@@ -42,9 +44,7 @@ def _percent_field(label: str, required: bool = True, **kwargs: Any) -> Field:
 
 
 def _until_field(label: str, description: str) -> Field:
-    return TimezoneAwareDateTimeField(
-        label, [validators.Optional()], description=description, render_kw=control()
-    )
+    return moment_field(gettext(label), gettext(description))
 
 
 class UserDiscountAdmin(BillingView, model=UserDiscount):
@@ -64,8 +64,28 @@ class UserDiscountAdmin(BillingView, model=UserDiscount):
         UserDiscount.reason,
         UserDiscount.updated_at,
     ]
-    column_labels = {UserDiscount.user_id: "user", UserDiscount.valid_until: "valid until"}  # noqa: RUF012
-    column_formatters = {UserDiscount.percent: lambda row, _: percent(row.percent)}  # noqa: RUF012
+    column_details_list = [  # noqa: RUF012
+        UserDiscount.user_id,
+        UserDiscount.percent,
+        UserDiscount.valid_until,
+        UserDiscount.reason,
+        UserDiscount.created_at,
+        UserDiscount.updated_at,
+    ]
+    column_labels = {  # noqa: RUF012
+        UserDiscount.user_id: Label("User"),
+        UserDiscount.percent: Label("Percent"),
+        UserDiscount.valid_until: Label("Valid until"),
+        UserDiscount.reason: Label("Reason"),
+        UserDiscount.created_at: Label("Created"),
+        UserDiscount.updated_at: Label("Updated"),
+    }
+    column_formatters = {  # noqa: RUF012
+        UserDiscount.user_id: lambda row, _: short_id(row.user_id),
+        UserDiscount.percent: lambda row, _: percent(row.percent),
+        UserDiscount.reason: lambda row, _: clipped(row.reason),
+    }
+    column_formatters_detail = {UserDiscount.percent: lambda row, _: percent(row.percent)}  # noqa: RUF012
     column_sortable_list = [  # noqa: RUF012
         UserDiscount.percent,
         UserDiscount.valid_until,
@@ -79,11 +99,13 @@ class UserDiscountAdmin(BillingView, model=UserDiscount):
     async def form_fields(self) -> dict[str, Field]:
         return {
             "user_id": UuidField(
-                "User id", [validators.InputRequired()], render_kw=control(placeholder="UUID")
+                gettext("User id"),
+                [validators.InputRequired()],
+                render_kw=control(placeholder="UUID"),
             ),
-            "percent": _percent_field("Percent"),
+            "percent": _percent_field(gettext("Percent")),
             "valid_until": _until_field("Valid until", "UTC; empty: no expiry."),
-            "reason": TextAreaField("Reason", render_kw=control(rows=2)),
+            "reason": TextAreaField(gettext("Reason"), render_kw=control(rows=2)),
         }
 
     async def _set(self, request: Request, user_id: uuid.UUID, data: dict[str, Any]) -> Any:
@@ -125,7 +147,11 @@ class DurationDiscountAdmin(BillingView, model=DurationDiscount):
     can_delete = True
     can_view_details = False
     column_list = [DurationDiscount.months, DurationDiscount.percent, DurationDiscount.updated_at]  # noqa: RUF012
-    column_labels = {DurationDiscount.months: "months bought (or more)"}  # noqa: RUF012
+    column_labels = {  # noqa: RUF012
+        DurationDiscount.months: Label("Months bought (or more)"),
+        DurationDiscount.percent: Label("Percent"),
+        DurationDiscount.updated_at: Label("Updated"),
+    }
     column_formatters = {DurationDiscount.percent: lambda row, _: percent(row.percent)}  # noqa: RUF012
     column_default_sort = [("months", False)]  # noqa: RUF012
     form_create_rules = ["months", "percent"]  # noqa: RUF012
@@ -135,12 +161,12 @@ class DurationDiscountAdmin(BillingView, model=DurationDiscount):
         most = self.panel.settings.max_months
         return {
             "months": IntegerField(
-                "Months",
+                gettext("Months"),
                 [validators.InputRequired()],
                 description=f"1–{most}",
                 render_kw=control(placeholder="3"),
             ),
-            "percent": _percent_field("Percent"),
+            "percent": _percent_field(gettext("Percent")),
         }
 
     async def _set(self, request: Request, months: int, data: dict[str, Any]) -> Any:
@@ -181,13 +207,10 @@ class PromoCodeAdmin(BillingView, model=PromoCode):
         PromoCode.code,
         PromoCode.percent,
         PromoCode.amount,
-        PromoCode.valid_from,
         PromoCode.valid_until,
-        PromoCode.max_redemptions,
         PromoCode.redemptions_count,
-        PromoCode.once_per_user,
+        PromoCode.max_redemptions,
         PromoCode.is_active,
-        PromoCode.created_at,
     ]
     column_details_exclude_list = [PromoCode.id]  # noqa: RUF012
     column_export_exclude_list = [PromoCode.id]  # noqa: RUF012

@@ -20,6 +20,7 @@ from billing.admin.panel.base import (
     moment_filter,
     money,
     percent,
+    short_id,
 )
 from billing.admin.panel.locale import Label, gettext, money_for_export
 from billing.errors import Problem, not_found
@@ -115,6 +116,7 @@ class PaymentAdmin(BillingView, model=Payment):
     column_formatters = {  # noqa: RUF012
         Payment.amount: lambda payment, _: money(payment.amount, payment.currency),
         Payment.status: lambda payment, _: gettext(payment.status),
+        Payment.user_id: lambda payment, _: short_id(payment.user_id),
     }
     export_formatters = {"amount": lambda payment: money_for_export(payment.amount)}  # noqa: RUF012
 
