@@ -176,6 +176,86 @@ async def time_periods(
     return rows
 
 
+FIGURES = ("payments_in_period", "gross_in_period", "refunds_in_period", "new", "churned")
+FIGURES_NOW = ("renewals", "active", "mrr")
+HEADING = "## Dashboard statistics at 1 M payments (bench/stats_at_scale.py)"
+
+
+def results_section(path: Path = RESULTS) -> list[str]:
+    """``results.md``'s section: before and after, per size and period, then per query."""
+    if not path.exists():
+        return []
+    recorded = json.loads(path.read_text())
+    before, after = recorded.get("before"), recorded.get("after")
+    if before is None or after is None:
+        return []
+
+    def periods(run: dict[str, Any]) -> dict[tuple[int, int], dict[str, Any]]:
+        return {(s["payments"], p["days"]): p for s in run["sizes"] for p in s["periods"]}
+
+    old, new = periods(before), periods(after)
+    same = all(
+        old[key][figure] == new[key][figure]
+        for key in old.keys() & new.keys()
+        for figure in FIGURES + FIGURES_NOW
+    )
+    lines = [
+        "",
+        HEADING,
+        "",
+        f"`dashboard_stats` (the function behind `GET /api/v1/admin/stats` and the panel's"
+        f" dashboard) on a fresh fill per size: N payments over the last 365 days (every 30th"
+        f" refunded, every 4th invoice a renewal), N / 10 subscriptions; median of"
+        f" {after['repeats']} runs after a warm-up (before: {before['repeats']}). Before:"
+        f" {before['machine']['code']}, load average {before['machine']['load average']};"
+        f" after (migration 0015 and the queries of `admin/stats.py`):"
+        f" {after['machine']['code']}, load average {after['machine']['load average']}."
+        f" Machine: {after['machine']['cpu']}, {after['machine']['nproc']} CPUs shared with"
+        f" other sessions, {after['machine']['memory']}, PostgreSQL"
+        f" {after['machine']['postgresql']}. The figures answered are "
+        + ("identical before and after." if same else "**not** identical before and after."),
+        "",
+        "| payments | period | before ms | after ms | before ÷ after | after runs ms |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    for key in sorted(new.keys() & old.keys()):
+        ratio = old[key]["median_ms"] / new[key]["median_ms"]
+        runs = ", ".join(f"{ms:.0f}" for ms in new[key]["runs_ms"])
+        lines.append(
+            f"| {key[0]:_} | {key[1]} days | {old[key]['median_ms']:.0f} |"
+            f" {new[key]['median_ms']:.0f} | {ratio:.1f} | {runs} |".replace("_", " ")
+        )
+    names = list(next(iter(new.values()))["queries"])
+    lines += [
+        "",
+        "Each query alone at 1 000 000 payments, median ms, before → after:",
+        "",
+        "| period | " + " | ".join(names) + " |",
+        "|---:|" + "---:|" * len(names),
+    ]
+    for key in sorted(k for k in new.keys() & old.keys() if k[0] == 1_000_000):
+        cells = [
+            f"{old[key]['queries'][name]['median_ms']:.0f} →"
+            f" {new[key]['queries'][name]['median_ms']:.0f}"
+            for name in names
+        ]
+        lines.append(f"| {key[1]} days | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_section(markdown: Path) -> None:
+    """Put the section into ``markdown`` in place of its last version (or at the end)."""
+    text = markdown.read_text() if markdown.exists() else ""
+    section = "\n".join(results_section()).strip("\n") + "\n"
+    start = text.find(HEADING)
+    if start < 0:
+        markdown.write_text(text.rstrip("\n") + "\n\n" + section)
+        return
+    end = text.find("\n## ", start + len(HEADING))
+    rest = "" if end < 0 else "\n" + text[end + 1 :]
+    markdown.write_text(text[:start] + section + rest)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000,1000000", help="payments, comma-separated")
@@ -183,7 +263,13 @@ def main() -> None:
     parser.add_argument("--label", default="after", help="where in the JSON: before, after")
     parser.add_argument("--explain", type=Path, help="a directory for the EXPLAIN ANALYZE texts")
     parser.add_argument("--no-save", action="store_true", help=f"don't write {RESULTS.name}")
+    parser.add_argument(
+        "--markdown", type=Path, help="write the before/after section into this file and stop"
+    )
     args = parser.parse_args()
+    if args.markdown is not None:
+        write_section(args.markdown)
+        return
     exit_on_sigterm()
     server_url = server_url_from_env()
     # A fixed instant of the day, so that a run's 1-day edges fall where the last one's did.
