@@ -109,9 +109,6 @@ class Operator:
     sink: NotificationSink
     database_url: str
 
-    def _job_command(self, name: str, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-        return [BILLING, "jobs", "run", name], {**self.billing.env, **env}
-
     @staticmethod
     def _counts(name: str, output: str) -> dict[str, int]:
         """``renew-subscriptions: charged=1 declined=0 …`` → ``{"charged": 1, …}``."""
@@ -120,17 +117,15 @@ class Operator:
         return {key: int(value) for key, value in (pair.split("=") for pair in counts.split())}
 
     def job(self, name: str, **env: str) -> dict[str, int]:
-        command, environment = self._job_command(name, env)
-        done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-        return self._counts(name, done.stdout)
+        """``billing jobs run NAME`` with the server's settings and ``env``: what it did."""
+        [report] = self.jobs_at_once(name, 1, **env)
+        return report
 
     def jobs_at_once(self, name: str, count: int, **env: str) -> list[dict[str, int]]:
-        command, environment = self._job_command(name, env)
         processes = [
             subprocess.Popen(
-                command,
-                env=environment,
+                [BILLING, "jobs", "run", name],
+                env={**self.billing.env, **env},
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -145,10 +140,12 @@ class Operator:
         return reports
 
     def deliver(self) -> None:
-        """``deliver-outbox`` until nothing is left for the Notification service."""
+        """One ``deliver-outbox`` run: every event delivered, and each only once."""
         report = self.job("deliver-outbox")
         assert report.get("failed", 0) == 0, report
         assert self.scalar("SELECT count(*) FROM outbox_events WHERE status <> 'delivered'") == 0
+        ids = [event["id"] for event in self.sink.received]
+        assert len(ids) == len(set(ids)), "an event delivered twice"
 
     def scalar(self, query: str, *params: object) -> Any:
         [row] = self.rows(query, *params)
