@@ -1,7 +1,9 @@
-"""An administrator changes a user's tariff (and period end) by hand.
+"""An administrator changes a user's tariff (and period end) by hand, lists users'
+subscriptions, and turns a viewer's auto-renewal off.
 
-Used by the admin API (``PUT /admin/users/{user_id}/subscription``) and the admin panel.
-The change, its role events and its audit row commit in the caller's one transaction.
+Used by the admin API (``/admin/users/{user_id}/subscription``, ``/admin/subscriptions``)
+and the admin panel. A change and its audit row (and role events) commit in the caller's
+one transaction.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from billing.audit.service import record_change
 from billing.catalog.errors import TARIFF_INACTIVE
 from billing.catalog.service import get_tariff
 from billing.errors import VALIDATION_ERROR
-from billing.models import Subscription, SubscriptionStatus
+from billing.models import PaymentMethod, Subscription, SubscriptionStatus
 from billing.outbox.events import RoleGrant, RoleRevoke
 from billing.outbox.service import add_event
-from billing.schemas import within_moment_range
-from billing.subscriptions.service import LIVE, locked_subscription
+from billing.schemas import Page, within_moment_range
+from billing.subscriptions.errors import SUBSCRIPTION_NOT_FOUND
+from billing.subscriptions.service import LIVE, locked_subscription, set_auto_renew
 
 
 def snapshot(subscription: Subscription) -> dict[str, Any]:
@@ -136,3 +139,78 @@ async def _lock_all(session: AsyncSession, user_id: uuid.UUID) -> list[Subscript
         .execution_options(populate_existing=True)
     )
     return list(rows)
+
+
+async def find_subscriptions(
+    session: AsyncSession,
+    page: Page,
+    *,
+    user_id: uuid.UUID | None,
+    status: SubscriptionStatus | None,
+    auto_renew: bool | None,
+) -> list[tuple[Subscription, str | None]]:
+    """Users' subscriptions newest first, each with its saved method's title (or None); the
+    filters combine."""
+    query = select(Subscription, PaymentMethod.title).outerjoin(
+        PaymentMethod, PaymentMethod.id == Subscription.payment_method_id
+    )
+    if user_id is not None:
+        query = query.where(Subscription.user_id == user_id)
+    if status is not None:
+        query = query.where(Subscription.status == status)
+    if auto_renew is not None:
+        query = query.where(Subscription.auto_renew.is_(auto_renew))
+    # id breaks ties between subscriptions created in one transaction: pages never overlap.
+    query = query.order_by(Subscription.created_at.desc(), Subscription.id.desc())
+    rows = await session.execute(query.limit(page.limit).offset(page.offset))
+    return [(subscription, title) for subscription, title in rows]
+
+
+async def method_title(session: AsyncSession, subscription: Subscription) -> str | None:
+    """The title of the subscription's saved method (``Bank card *4477``), or None."""
+    if subscription.payment_method_id is None:
+        return None
+    title: str | None = await session.scalar(
+        select(PaymentMethod.title).where(PaymentMethod.id == subscription.payment_method_id)
+    )
+    return title
+
+
+def _renewal(subscription: Subscription) -> dict[str, Any]:
+    method = subscription.payment_method_id
+    return {
+        "auto_renew": subscription.auto_renew,
+        "payment_method_id": str(method) if method is not None else None,
+    }
+
+
+async def turn_off_renewal(
+    session: AsyncSession, subscription_id: uuid.UUID, *, actor: str
+) -> Subscription:
+    """Turn a viewer's auto-renewal off for them, as their own ``cancel`` does: no more
+    charges, access unchanged until ``access_until``; recorded in the audit log. A
+    subscription whose renewal is already off is answered as it is, and recorded nowhere.
+
+    404 ``not_found`` for an unknown subscription."""
+    # Locked before it is read, so of two admins at once only one finds it on and records it.
+    subscription = await session.scalar(
+        select(Subscription)
+        .where(Subscription.id == subscription_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if subscription is None:
+        raise SUBSCRIPTION_NOT_FOUND("no such subscription")
+    if not subscription.auto_renew:
+        return subscription
+    before = _renewal(subscription)
+    await set_auto_renew(session, subscription.id, subscription.user_id, on=False)
+    await record_change(
+        session,
+        actor=actor,
+        action="cancel_renewal",
+        entity=subscription,
+        before=before,
+        after=_renewal(subscription),
+    )
+    return subscription

@@ -1,19 +1,24 @@
-"""Admin API of subscriptions: change a user's tariff (and period end) by hand."""
+"""Admin API of subscriptions: users' subscriptions, change a user's tariff (and period
+end) by hand, turn a viewer's auto-renewal off."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from billing.auth import AdminPrincipal
 from billing.catalog.errors import TARIFF_INACTIVE, TARIFF_NOT_FOUND
+from billing.config import Settings
 from billing.dependencies import ClockDep, SessionDep, SettingsDep
 from billing.errors import problems
-from billing.schemas import ApiModel, Moment
+from billing.models import Subscription, SubscriptionStatus
+from billing.schemas import ApiModel, Moment, Page
 from billing.subscriptions import admin
 from billing.subscriptions.endpoints import subscription_out
-from billing.subscriptions.schemas import SubscriptionOut
+from billing.subscriptions.errors import SUBSCRIPTION_NOT_FOUND
+from billing.subscriptions.schemas import AdminSubscriptionOut, SubscriptionOut
 
 admin_router = APIRouter(tags=["admin: subscriptions"])
 
@@ -51,3 +56,52 @@ async def change_user_tariff(
         # Made before the commit: an answer that cannot be made must roll the change back,
         # not leave it committed behind a 500.
         return subscription_out(subscription, settings)
+
+
+def admin_subscription_out(
+    subscription: Subscription, method_title: str | None, settings: Settings
+) -> AdminSubscriptionOut:
+    return AdminSubscriptionOut(
+        **subscription_out(subscription, settings).model_dump(),
+        user_id=subscription.user_id,
+        payment_method_title=method_title,
+    )
+
+
+@admin_router.get("/subscriptions")
+async def admin_list_subscriptions(
+    principal: AdminPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    page: Annotated[Page, Depends()],
+    user_id: uuid.UUID | None = None,
+    status: SubscriptionStatus | None = None,
+    auto_renew: bool | None = None,
+) -> list[AdminSubscriptionOut]:
+    """Users' subscriptions, newest first, with the viewer's fields (`auto_renew`,
+    `renews_at`, …) plus `user_id` and the saved method's title; the filters combine."""
+    found = await admin.find_subscriptions(
+        session, page, user_id=user_id, status=status, auto_renew=auto_renew
+    )
+    return [admin_subscription_out(row, title, settings) for row, title in found]
+
+
+@admin_router.post(
+    "/subscriptions/{subscription_id}/cancel-renewal", responses=problems(SUBSCRIPTION_NOT_FOUND)
+)
+async def admin_cancel_renewal(
+    subscription_id: uuid.UUID,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> AdminSubscriptionOut:
+    """Turn the viewer's auto-renewal off for them, as their own `cancel` does: no more
+    charges; access is unchanged until `access_until`. Recorded in the audit log (before and
+    after: `auto_renew`, `payment_method_id`); a subscription whose renewal is already off is
+    answered as it is and recorded again nowhere."""
+    async with session.begin():
+        subscription = await admin.turn_off_renewal(
+            session, subscription_id, actor=principal.subject
+        )
+        title = await admin.method_title(session, subscription)
+        return admin_subscription_out(subscription, title, settings)

@@ -26,3 +26,10 @@ class SubscriptionOut(BaseModel):
 class Entitlements(BaseModel):
     user_id: uuid.UUID
     roles: list[str]
+
+
+class AdminSubscriptionOut(SubscriptionOut):
+    """A subscription as the admin API shows it: whose it is, and the saved method's title."""
+
+    user_id: uuid.UUID
+    payment_method_title: str | None  # "Bank card *4477"; null without a saved method

@@ -6,10 +6,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from sqladmin import action
 from sqladmin.fields import SelectField, TimezoneAwareDateTimeField, UuidField
 from sqladmin.filters import ForeignKeyFilter, StaticValuesFilter
+from sqladmin.flash import FlashLevel
 from sqlalchemy import Select, select
 from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
 from wtforms import Field, validators
 
 from billing.admin.panel.base import (
@@ -19,6 +22,7 @@ from billing.admin.panel.base import (
     moment,
     moment_filter,
     money,
+    notify,
     percent,
     short_id,
 )
@@ -33,7 +37,8 @@ from billing.models import (
     SubscriptionStatus,
     Tariff,
 )
-from billing.subscriptions.admin import change_tariff
+from billing.subscriptions.admin import change_tariff, method_title, turn_off_renewal
+from billing.subscriptions.endpoints import subscription_out
 
 _DISCOUNTS = {
     "none": "No discount",
@@ -55,6 +60,14 @@ def discount_label(source: str) -> str:
 
 def refund_reason(reason: str) -> str:
     return gettext(_REFUND_REASONS.get(reason, reason))
+
+
+RENEWS_AT = "renews_at"
+METHOD_TITLE = "payment_method_title"
+
+
+def yes_or_no(value: bool) -> str:
+    return gettext("yes") if value else gettext("no")
 
 
 def _user_filter(column: Any) -> InputFilter:
@@ -160,7 +173,8 @@ class PaymentAdmin(BillingView, model=Payment):
 
 class SubscriptionAdmin(BillingView, model=Subscription):
     """Users' subscriptions; creating or editing one changes a user's tariff (the admin
-    API's ``PUT /users/{user_id}/subscription``)."""
+    API's ``PUT /users/{user_id}/subscription``); auto-renewal can be turned off for the
+    viewer (the admin API's ``POST /subscriptions/{id}/cancel-renewal``)."""
 
     name = "Subscription"
     name_plural = "Subscriptions"
@@ -173,12 +187,41 @@ class SubscriptionAdmin(BillingView, model=Subscription):
         Subscription.role,
         Subscription.status,
         Subscription.current_period_end,
+        Subscription.auto_renew,
+        RENEWS_AT,
+        Subscription.updated_at,
+    ]
+    # RENEWS_AT and METHOD_TITLE are no columns: get_list_value and get_detail_value make them.
+    column_details_list = [  # noqa: RUF012
+        Subscription.id,
+        Subscription.user_id,
+        Subscription.tariff_id,
+        Subscription.role,
+        Subscription.status,
+        Subscription.current_period_end,
+        Subscription.auto_renew,
+        METHOD_TITLE,
+        Subscription.payment_method_id,
+        RENEWS_AT,
+        Subscription.renewal_months,
+        Subscription.created_at,
         Subscription.updated_at,
     ]
     column_labels = {  # noqa: RUF012
         Subscription.user_id: "user",
         Subscription.tariff_id: "tariff",
         Subscription.current_period_end: "period end",
+        Subscription.auto_renew: Label("Auto-renewal"),
+        METHOD_TITLE: Label("Payment method"),
+        Subscription.payment_method_id: Label("Payment method id"),
+        RENEWS_AT: Label("Next charge"),
+        Subscription.renewal_months: Label("Months per renewal"),
+    }
+    column_formatters = {  # noqa: RUF012
+        Subscription.auto_renew: lambda row, _: yes_or_no(row.auto_renew),
+    }
+    column_formatters_detail = {  # noqa: RUF012
+        Subscription.auto_renew: lambda row, _: yes_or_no(row.auto_renew),
     }
     column_sortable_list = [  # noqa: RUF012
         Subscription.current_period_end,
@@ -230,6 +273,61 @@ class SubscriptionAdmin(BillingView, model=Subscription):
             "tariff_id": str(obj.tariff_id),
             "current_period_end": obj.current_period_end,
         }
+
+    def _renews_at(self, subscription: Subscription) -> datetime | None:
+        # What the viewer's and the admin API's ``renews_at`` says, from the same function.
+        return subscription_out(subscription, self.panel.settings).renews_at
+
+    async def get_list_value(
+        self, obj: Any, prop: str, request: Request | None = None
+    ) -> tuple[Any, Any]:
+        if prop == RENEWS_AT:
+            renews_at = self._renews_at(obj)
+            return renews_at, moment(renews_at)
+        return await super().get_list_value(obj, prop, request)
+
+    async def get_detail_value(
+        self, obj: Any, prop: str, request: Request | None = None
+    ) -> tuple[Any, Any]:
+        if prop == RENEWS_AT:
+            renews_at = self._renews_at(obj)
+            return renews_at, moment(renews_at)
+        if prop == METHOD_TITLE:
+            async with self.transaction() as session:
+                title = await method_title(session, obj)
+            return title, title or "—"
+        return await super().get_detail_value(obj, prop, request)
+
+    @action(
+        name="turn-off-renewal",
+        label=Label("Turn off auto-renewal"),
+        confirmation_message=Label(
+            "Turn off auto-renewal? The viewer is not charged again; access stays until the "
+            "period ends."
+        ),
+    )
+    async def turn_off_auto_renewal(self, request: Request) -> Response:
+        """The viewer's auto-renewal off, as their own ``cancel`` does (audited)."""
+        done, refused = 0, []
+        pks = [pk for pk in request.query_params.get("pks", "").split(",") if pk]
+        for pk in pks:
+            try:
+                async with self.transaction() as session:
+                    await turn_off_renewal(session, uuid.UUID(pk), actor=self.actor(request))
+                done += 1
+            except ValueError:
+                refused.append(f"{pk}: {gettext('not a subscription id')}")
+            except Problem as problem:
+                refused.append(f"{pk}: {problem.detail}")
+        if done:
+            notify(request, gettext("Auto-renewal is off: %(count)s") % {"count": done})
+        if refused:
+            notify(request, "; ".join(refused), FlashLevel.error)
+        if len(pks) == 1 and done:  # from a subscription's page: back to it
+            back = request.url_for("admin:details", identity=self.identity, pk=pks[0])
+        else:
+            back = request.url_for("admin:list", identity=self.identity)
+        return RedirectResponse(back, status_code=302)
 
     async def _change(
         self, request: Request, user_id: uuid.UUID, data: dict[str, Any], kept: datetime | None
