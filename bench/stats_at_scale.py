@@ -264,6 +264,9 @@ def main() -> None:
     parser.add_argument("--explain", type=Path, help="a directory for the EXPLAIN ANALYZE texts")
     parser.add_argument("--no-save", action="store_true", help=f"don't write {RESULTS.name}")
     parser.add_argument(
+        "--code", help="the code measured, if not this tree's (an older export on PYTHONPATH)"
+    )
+    parser.add_argument(
         "--markdown", type=Path, help="write the before/after section into this file and stop"
     )
     args = parser.parse_args()
@@ -292,7 +295,10 @@ def main() -> None:
                 "periods": periods,
             }
         )
-    result = {"machine": machine(server_url), "repeats": args.repeats, "sizes": measured}
+    about = machine(server_url)
+    if args.code:
+        about["code"] = args.code
+    result = {"machine": about, "repeats": args.repeats, "sizes": measured}
     print(json.dumps(result, indent=2))
     if not args.no_save:
         saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}

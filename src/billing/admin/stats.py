@@ -1,5 +1,7 @@
 """The dashboard's figures (``GET /api/v1/admin/stats`` and the panel's first page): set-based
-SQL, one query per figure, so they stay fast at millions of payments.
+SQL, one query per figure, each reading a range of its own index (migration 0015), so they
+stay fast at millions of payments (tests/integration/test_stats_plans.py checks the plans,
+bench/stats_at_scale.py measures them).
 
 What each figure counts (PRODUCT.md names them; where it is silent, this decides):
 - a day is a UTC calendar day; the period's days are all listed, zeros included;
@@ -119,6 +121,7 @@ _ACTIVE = text(
 
 _NEW = text("SELECT count(*) FROM subscriptions WHERE created_at >= :since AND created_at < :until")
 
+# The period's ended subscriptions, anti-joined to the live ones (a partial index of those).
 _CHURNED = text(
     """
     SELECT count(*) FROM subscriptions s
@@ -139,6 +142,8 @@ _RENEWALS = text(
     """
 )
 
+# Per active subscription, the first entry of ix_invoices_paid_last for its user and tariff,
+# read from the index alone: one probe each, whatever the number of invoices.
 _MRR = text(
     """
     SELECT coalesce(round(sum(last_paid.total_amount::numeric / last_paid.months)), 0)::bigint
