@@ -246,8 +246,19 @@ async def test_the_panel_shows_renewal_and_turns_it_off_audited(
 
 
 async def test_the_panel_refuses_what_is_not_a_subscription(
-    sessions: Sessions, marta: httpx.AsyncClient
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    auth_headers: Headers,
+    sessions: Sessions,
+    marta: httpx.AsyncClient,
 ) -> None:
+    _, subscription, _ = await saving_viewer(client, auth_headers, sessions)
+    async with panel_client(app) as anonymous:
+        answer = await anonymous.get(
+            f"/admin/subscription/action/turn-off-renewal?pks={subscription['id']}"
+        )
+    assert answer.status_code == 302 and answer.headers["location"].endswith("/admin/login")
+
     unknown = uuid.uuid4()
     answer = await marta.get(
         f"/admin/subscription/action/turn-off-renewal?pks={unknown},not-a-uuid"
@@ -258,3 +269,5 @@ async def test_the_panel_refuses_what_is_not_a_subscription(
     assert "not-a-uuid: не ID подписки" in page.text
     assert f"{unknown}: no such subscription" in page.text
     assert await renewal_audit(sessions) == []
+    [row] = (await client.get(ADMIN_API, headers=auth_headers("marta", "marketing"))).json()
+    assert row["auto_renew"] is True
