@@ -3,9 +3,11 @@ events delivered per second.
 
 For each scenario, ``--repeats`` times: empty the outbox, write ``--events`` pending
 notification events (two per user, so the per-user order check has rows to look at), then
-call ``deliver_outbox`` (the ``deliver-outbox`` job's relay, with the job's defaults) again and
-again until every event is delivered, and report the events per second over all runs (median
-of the repeats).
+start ``--relays`` relay processes at once (workers sharing the outbox by ``SKIP LOCKED``), each
+calling ``deliver_outbox`` (the ``deliver-outbox`` job's relay, with the job's defaults) run
+after run until no event is pending; report the events per second from the first relay's
+start to the last one's end (median of the repeats) and the relays' CPU per event. Every event
+must have been delivered, and nothing may have failed.
 
 * ``http``, for each receiver latency (``--latency-ms``: how long the receiver takes to
   answer, as a network hop and the Notification service's own work would): the receiver is a
@@ -13,10 +15,14 @@ of the repeats).
   compete with the relay for the GIL.
 * ``amqp``: ``NotifyAmqpSink`` as production runs it (publisher confirms, persistent messages,
   mandatory) to a durable exchange and durable queue of the bench's own on ``--amqp-url``;
-  after each repeat the queue must hold exactly ``--events`` messages, then it is purged.
+  after each repeat the queue must hold exactly ``--events`` messages (none lost, none twice),
+  then it is purged; both are deleted at the end.
 
-``--profile FILE`` runs the relay under py-spy (collapsed stacks, ``-f raw``) for the first
-repeat of each scenario: FILE gets the scenario's name appended.
+``--profile FILE`` runs py-spy on the first relay process during the first repeat of each
+scenario (collapsed stacks, ``-f raw``; FILE gets the scenario's name appended). A before/after
+of another version of ``src/`` is ``PYTHONPATH=/copy/of/src python bench/outbox_throughput.py
+--code "..." --json bench/results/outbox_throughput_before.json``; ``--markdown
+bench/results.md`` then renders both files into results.md's "Outbox relay" section.
 """
 
 from __future__ import annotations
@@ -57,8 +63,13 @@ ORDER BY user_id
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
-# A scenario: opens the notification sink for one repeat and checks what it received.
+# A scenario: opens the notification sink for one relay process; then checks, after all
+# of them, what the receiver got.
 SinkScope = Callable[[], AbstractAsyncContextManager[Any]]
+Check = Callable[[], None]
+
+PENDING_SQL = "SELECT count(*) FROM outbox_events WHERE status = 'pending'"
+DELIVERED_SQL = "SELECT count(*) FROM outbox_events WHERE status = 'delivered'"
 
 
 def serve(port_out: Any, latency: float) -> None:
@@ -96,13 +107,9 @@ def http_scope(receiver: str) -> SinkScope:
     return scope
 
 
-def amqp_scope(amqp_url: str, name: str, events: int) -> SinkScope:
-    """Publishes to exchange ``name``; its durable queue ``name`` must then hold every event."""
-
+def amqp_scope(amqp_url: str, name: str) -> SinkScope:
     @asynccontextmanager
     async def scope() -> AsyncIterator[Any]:
-        import aio_pika
-
         from billing.outbox.sinks import NotifyAmqpSink
 
         sink = NotifyAmqpSink(amqp_url, exchange=name)
@@ -110,6 +117,16 @@ def amqp_scope(amqp_url: str, name: str, events: int) -> SinkScope:
             yield sink
         finally:
             await sink.close()
+
+    return scope
+
+
+def amqp_check(amqp_url: str, name: str, events: int) -> Check:
+    """The bench queue must hold every event exactly once (no loss, no duplicate); emptied."""
+
+    async def check() -> None:
+        import aio_pika
+
         async with await aio_pika.connect(amqp_url) as connection:
             channel = await connection.channel()
             queue = await channel.declare_queue(name, passive=True)
@@ -118,7 +135,7 @@ def amqp_scope(amqp_url: str, name: str, events: int) -> SinkScope:
         if held != events:
             raise RuntimeError(f"the bench queue holds {held} messages, not {events}")
 
-    return scope
+    return lambda: asyncio.run(check())
 
 
 async def declare_amqp(amqp_url: str, name: str, *, delete: bool = False) -> None:
@@ -135,31 +152,44 @@ async def declare_amqp(amqp_url: str, name: str, *, delete: bool = False) -> Non
         await queue.bind(exchange, routing_key="#")
 
 
-async def deliver_all(
-    url: str, sink_scope: SinkScope, events: int, batch_size: int | None
-) -> tuple[float, float, int]:
-    """Answers the run's wall seconds, this process's CPU seconds meanwhile, and the relay
-    runs it took."""
-    from billing.db import create_engine, session_factory
-    from billing.outbox.relay import deliver_outbox
-    from billing.outbox.sinks import LogSink, Receiver, Sink
+def count(url: str, sql: str) -> int:
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
+        row = connection.execute(sql).fetchone()
+    return int(row[0]) if row else 0
 
+
+def fill(url: str, events: int) -> datetime:
     now = datetime.now(UTC)
     with psycopg.connect(libpq_url(url), autocommit=True) as connection:
         connection.execute("TRUNCATE outbox_events")
         connection.execute(EVENTS_SQL, {"now": now, "users": events // 2})
         connection.execute("VACUUM ANALYZE outbox_events")
+    return now
+
+
+async def relay_until_done(
+    url: str, sink_scope: SinkScope, now: datetime, batch_size: int | None, ready: Any, go: Any
+) -> dict[str, float]:
+    """One relay process: ``deliver_outbox`` run after run (as the job's schedule would, the
+    clock 10 s later each time) until no event is pending. Answers when it started and
+    ended (monotonic, the same clock in every process), its CPU seconds and its events."""
+    from billing.db import create_engine, session_factory
+    from billing.outbox.relay import deliver_outbox
+    from billing.outbox.sinks import LogSink, Receiver, Sink
+
     engine = create_engine(url)
     sessions = session_factory(engine)
     delivered = runs = 0
+    options = {"batch_size": batch_size} if batch_size else {}
     async with sink_scope() as notification:
         sinks: dict[Receiver, Sink] = {
             Receiver.NOTIFICATION: notification,
             Receiver.AUTH: LogSink(Receiver.AUTH),
         }
-        started, cpu_started = time.perf_counter(), time.process_time()
-        while delivered < events:
-            options = {"batch_size": batch_size} if batch_size else {}
+        ready.set()
+        go.wait()
+        started, cpu_started = time.monotonic(), time.process_time()
+        while True:
             report = await deliver_outbox(
                 sessions,
                 sinks,
@@ -168,24 +198,71 @@ async def deliver_all(
                 retry_ceiling=timedelta(hours=1),
                 **options,
             )
-            if report.delivered == 0:
-                raise RuntimeError(f"a run delivered nothing: {report}")
             delivered += report.delivered
             runs += 1
-            # The next scheduled run sees a later clock; the events' due times do not matter.
+            if report.retried or report.parked:
+                raise RuntimeError(f"a delivery failed: {report}")
+            if not report.delivered:
+                if not count(url, PENDING_SQL):
+                    break
+                await asyncio.sleep(0.05)  # another relay holds the rest
             now += timedelta(seconds=10)
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        ended, cpu = time.monotonic(), time.process_time() - cpu_started
     await engine.dispose()
-    return seconds, cpu, runs
+    return {"started": started, "ended": ended, "cpu": cpu, "delivered": delivered, "runs": runs}
 
 
-def profiled(output: Path | None) -> subprocess.Popen[bytes] | None:
-    """py-spy sampling this process (collapsed stacks), until ``stop_profile``."""
-    if output is None:
+def relay_process(results: Any, *args: Any) -> None:
+    results.put(asyncio.run(relay_until_done(*args)))
+
+
+def deliver_all(
+    url: str, sink_scope: SinkScope, args: argparse.Namespace, profile: Path | None
+) -> dict[str, float]:
+    """One repeat: fill the outbox, then ``--relays`` relay processes at once until it is
+    empty. Answers the wall seconds from the first start to the last end, and the relays' CPU
+    seconds."""
+    now = fill(url, args.events)
+    ready = [multiprocessing.Event() for _ in range(args.relays)]
+    go, results = multiprocessing.Event(), multiprocessing.Queue()
+    relays = [
+        multiprocessing.Process(
+            target=relay_process,
+            args=(results, url, sink_scope, now, args.batch_size, ready[number], go),
+            daemon=True,
+        )
+        for number in range(args.relays)
+    ]
+    for relay in relays:
+        relay.start()
+    for number, event in enumerate(ready):
+        if not event.wait(60):
+            raise RuntimeError(f"relay {number} did not start")
+    spying = profiled(profile, relays[0].pid)
+    go.set()
+    try:
+        reports = [results.get(timeout=900) for _ in relays]
+    finally:
+        stop_profile(spying)
+        for relay in relays:
+            relay.join(10)
+    delivered = count(url, DELIVERED_SQL)
+    if delivered != args.events or sum(r["delivered"] for r in reports) != args.events:
+        raise RuntimeError(f"{delivered} of {args.events} delivered: {reports}")
+    return {
+        "seconds": max(r["ended"] for r in reports) - min(r["started"] for r in reports),
+        "cpu": sum(r["cpu"] for r in reports),
+        "runs": sum(r["runs"] for r in reports),
+    }
+
+
+def profiled(output: Path | None, pid: int | None) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling a relay process (collapsed stacks), until ``stop_profile``."""
+    if output is None or pid is None:
         return None
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     spying = subprocess.Popen(  # noqa: S603
-        [spy, "record", "-r", "200", "-f", "raw", "-o", str(output), "--pid", str(os.getpid())],
+        [spy, "record", "-r", "200", "-f", "raw", "-o", str(output), "--pid", str(pid)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -200,27 +277,30 @@ def stop_profile(spying: subprocess.Popen[bytes] | None) -> None:
 
 
 def run_scenario(
-    url: str, name: str, sink_scope: SinkScope, args: argparse.Namespace
+    url: str, name: str, sink_scope: SinkScope, check: Check | None, args: argparse.Namespace
 ) -> dict[str, Any]:
     timings = []
     for repeat in range(args.repeats):
         slug = re.sub(r"[^a-z0-9]+", "-", name).strip("-")
         wanted = args.profile and not repeat
-        spying = profiled(Path(f"{args.profile}.{slug}.txt") if wanted else None)
-        try:
-            timings.append(asyncio.run(deliver_all(url, sink_scope, args.events, args.batch_size)))
-        finally:
-            stop_profile(spying)
-    rates = [args.events / seconds for seconds, _, _ in timings]
-    cpu = [cpu_seconds / args.events * 1e6 for _, cpu_seconds, _ in timings]
+        timings.append(
+            deliver_all(
+                url, sink_scope, args, Path(f"{args.profile}.{slug}.txt") if wanted else None
+            )
+        )
+        if check is not None:
+            check()
+    rates = [args.events / timing["seconds"] for timing in timings]
+    cpu = [timing["cpu"] / args.events * 1e6 for timing in timings]
     scenario = {
         "scenario": name,
+        "relays": args.relays,
         "events_per_second_median": round(median(rates), 1),
         "events_per_second": [round(rate, 1) for rate in rates],
-        # The relay process's own CPU per event (sinks' clients included; not the database's
+        # The relay processes' own CPU per event (sinks' clients included; not the database's
         # or the receiver's): what the machine's other load changes least.
         "relay_cpu_us_per_event_median": round(median(cpu)),
-        "relay_runs": [runs for _, _, runs in timings],
+        "relay_runs": [timing["runs"] for timing in timings],
     }
     print(json.dumps(scenario), file=sys.stderr, flush=True)
     return scenario
@@ -237,7 +317,7 @@ def http_scenarios(url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         try:
             address = f"http://127.0.0.1:{ports.get(timeout=10)}/events"
             name = f"http, receiver latency {latency_ms:g} ms"
-            scenario = run_scenario(url, name, http_scope(address), args)
+            scenario = run_scenario(url, name, http_scope(address), None, args)
         finally:
             receiver.terminate()
             receiver.join()
@@ -249,11 +329,96 @@ def amqp_scenario(url: str, args: argparse.Namespace) -> dict[str, Any]:
     name = f"billing.bench.{uuid.uuid4().hex[:12]}"
     asyncio.run(declare_amqp(args.amqp_url, name))
     try:
-        scope = amqp_scope(args.amqp_url, name, args.events)
-        scenario = run_scenario(url, "amqp, publisher confirms, persistent", scope, args)
+        scenario = run_scenario(
+            url,
+            "amqp, publisher confirms, persistent",
+            amqp_scope(args.amqp_url, name),
+            amqp_check(args.amqp_url, name, args.events),
+            args,
+        )
     finally:
         asyncio.run(declare_amqp(args.amqp_url, name, delete=True))
     return {"sink": "amqp", **scenario}
+
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "outbox_throughput.json"
+BEFORE = HERE / "results" / "outbox_throughput_before.json"
+HEADING = "## Outbox relay (bench/outbox_throughput.py)"
+TARGET = 2000  # events/s to RabbitMQ with publisher confirms (issue 15)
+
+
+def results_section(after_path: Path = RESULTS, before_path: Path = BEFORE) -> list[str]:
+    """``results.md``'s section: each scenario before and after, from the recorded JSON."""
+    if not after_path.exists() or not before_path.exists():
+        return []
+    after, before = json.loads(after_path.read_text()), json.loads(before_path.read_text())
+
+    def keyed(run: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+        return {(s["scenario"], s.get("relays", 1)): s for s in run["scenarios"]}
+
+    old, new = keyed(before), keyed(after)
+
+    def measured(run: dict[str, Any]) -> str:
+        about = run["machine"]
+        return (
+            f"{about['code']}, {run['events']} events a repeat, load average"
+            f" {about['load average']} before and {about.get('load average after', '?')} after"
+        )
+
+    lines = [
+        "",
+        HEADING,
+        "",
+        "Pending notification events (two per user) delivered by the relay run after run until"
+        " none is left, median of the repeats; the RabbitMQ scenario publishes as production"
+        " does (publisher confirms, persistent messages, mandatory) to a durable queue of the"
+        " bench's own, which must then hold every event exactly once. CPU: the relay"
+        " processes' own per event (not PostgreSQL's, RabbitMQ's or the receiver's), the"
+        " figure the machine's other load changes least. Machine:"
+        f" {after['machine']['cpu']}, {after['machine']['nproc']} CPUs shared with other"
+        f" sessions, PostgreSQL {after['machine']['postgresql']}. Before: {measured(before)}."
+        f" After: {measured(after)}.",
+        "",
+        "| scenario | relay processes | before events/s | after events/s | after runs |"
+        " before CPU µs/event | after CPU µs/event |",
+        "|---|---:|---:|---:|---|---:|---:|",
+    ]
+    for key, figure in new.items():
+        was = old.get(key, {})
+        runs = ", ".join(f"{rate:.0f}" for rate in figure["events_per_second"])
+        lines.append(
+            f"| {key[0]} | {key[1]} | {was.get('events_per_second_median', '–')} |"
+            f" {figure['events_per_second_median']} | {runs} |"
+            f" {was.get('relay_cpu_us_per_event_median', '–')} |"
+            f" {figure['relay_cpu_us_per_event_median']} |"
+        )
+    amqp = [f for (name, _), f in new.items() if name.startswith("amqp")]
+    if amqp:
+        best = max(amqp, key=lambda figure: figure["events_per_second_median"])
+        rate = best["events_per_second_median"]
+        lines += [
+            "",
+            f"**RabbitMQ with publisher confirms: {rate:.0f} events/s"
+            f" ({best.get('relays', 1)} relay process(es); target ≥ {TARGET}: "
+            + ("met" if rate >= TARGET else "not met")
+            + f"), {best['relay_cpu_us_per_event_median']} µs of relay CPU per event.**"
+            ' What was tried: "Outbox relay" under "What was tried" below.',
+        ]
+    return lines
+
+
+def write_section(markdown: Path) -> None:
+    """Put the section into ``markdown`` in place of its last version (or at the end)."""
+    text = markdown.read_text() if markdown.exists() else ""
+    section = "\n".join(results_section()).strip("\n") + "\n"
+    start = text.find(HEADING)
+    if start < 0:
+        markdown.write_text(text.rstrip("\n") + "\n\n" + section)
+        return
+    end = text.find("\n## ", start + len(HEADING))
+    rest = "" if end < 0 else "\n" + text[end + 1 :]
+    markdown.write_text(text[:start] + section + rest)
 
 
 def main() -> None:
@@ -264,6 +429,9 @@ def main() -> None:
         "--latency-ms", default="0,5,20", help="HTTP receiver latencies, comma-separated"
     )
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--relays", type=int, default=1, help="relay processes at once (workers), 1 by default"
+    )
     parser.add_argument("--batch-size", type=int, help="the relay's lease (default: its own)")
     parser.add_argument("--server-url", default=server_url_from_env())
     parser.add_argument(
@@ -271,10 +439,19 @@ def main() -> None:
     )
     parser.add_argument("--profile", help="py-spy the first repeat of each scenario into FILE.*")
     parser.add_argument("--json", help="write the results here too")
+    parser.add_argument("--code", help="what was measured, if not this checkout's src/")
+    parser.add_argument(
+        "--markdown", type=Path, help="write the recorded before/after section here and stop"
+    )
     args = parser.parse_args()
+    if args.markdown is not None:
+        write_section(args.markdown)
+        return
     exit_on_sigterm()
     sinks = args.sinks.split(",")
     results: dict[str, Any] = {"machine": machine(args.server_url), "events": args.events}
+    if args.code:
+        results["machine"]["code"] = args.code
     scenarios = []
     with bench_database(args.server_url) as url:
         if "amqp" in sinks:

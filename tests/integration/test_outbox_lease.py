@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from billing.clock import FrozenClock
 from billing.db import create_engine, libpq_url, session_factory
+from billing.outbox import relay as relay_module
 from billing.outbox.events import EventType
 from billing.outbox.relay import LEASE
 from billing.outbox.sinks import AuthHttpSink, NotifyHttpSink, OutgoingEvent
@@ -342,3 +343,45 @@ async def test_an_event_that_breaks_its_sink_is_logged_and_retried_alone(
     clock.advance(timedelta(seconds=10))
     assert (await relay(sessions, clock, sinks_for(Buggy()))).delivered == 1
     assert sorted(notify.accepted_keys()) == sorted(str(event_id) for event_id in written)
+
+
+async def test_a_batch_starts_no_delivery_after_its_deadline_and_gives_the_rest_back(
+    sessions: Sessions,
+    clock: FrozenClock,
+    notify: FakeService,
+    patient_http: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """However large the batch and however slow the receiver, no delivery starts once the
+    batch's time to start them is over, so the lease outlasts every delivery; the events not
+    started are given back as they were, for the next batch."""
+    monkeypatch.setattr(relay_module, "START_DELIVERIES_WITHIN", timedelta(seconds=0.2))
+    written = await add_events(sessions, clock, *[(NOTIFY, uuid.uuid4(), {}) for _ in range(5)])
+    notify.answer = lambda call: Reply(delay=0.4)  # the first delivery (alone) outlasts it
+
+    report = await relay(
+        sessions, clock, sinks_for(NotifyHttpSink(patient_http, notify.url)), max_batches=1
+    )
+
+    assert report.as_dict() == {"delivered": 1, "retried": 0, "parked": 0, "deferred": 4}
+    events = await rows(sessions)
+    assert events[written[0]].status == "delivered"
+    assert all(
+        (events[event_id].status, events[event_id].attempts, events[event_id].next_attempt_at)
+        == ("pending", 0, clock.now())
+        for event_id in written[1:]
+    )
+    assert notify.accepted_keys() == [str(written[0])]
+
+
+async def test_a_run_takes_batch_after_batch_until_its_time_is_up(
+    sessions: Sessions, clock: FrozenClock, notify: FakeService, patient_http: httpx.AsyncClient
+) -> None:
+    """A run is bounded by time, not by a count of batches: with no time it still takes one
+    batch; with the default it drains the backlog."""
+    await add_events(sessions, clock, *[(NOTIFY, uuid.uuid4(), {}) for _ in range(6)])
+    sinks = sinks_for(NotifyHttpSink(patient_http, notify.url))
+
+    assert (await relay(sessions, clock, sinks, batch_size=2, run_for=timedelta(0))).delivered == 2
+    assert (await relay(sessions, clock, sinks, batch_size=2)).delivered == 4
+    assert len(notify.accepted_keys()) == 6

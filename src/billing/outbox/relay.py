@@ -433,17 +433,19 @@ async def deliver_outbox(
     run_for: timedelta = RUN_FOR,
 ) -> DeliveryReport:
     """Deliver the events due at ``now``, batch after batch (lease, deliver, record), until
-    none is claimable, ``max_batches`` ran or the run lasted ``run_for``."""
+    none is claimable, ``max_batches`` ran or the run lasted ``run_for`` (checked after each
+    batch: a run takes at least one)."""
     report = DeliveryReport()
     unreachable: set[Receiver] = set()
     started = time.monotonic()
     batches = 0
-    while batches != max_batches and time.monotonic() - started < run_for.total_seconds():
-        batches += 1
+    while batches != max_batches:
         skip_types = {
             str(event) for event, receiver in RECEIVER_OF.items() if receiver in unreachable
         }
         elapsed = timedelta(seconds=time.monotonic() - started)
+        if elapsed >= run_for and batches:
+            break
         leases = await _lease(
             sessions,
             now=now,
@@ -453,6 +455,7 @@ async def deliver_outbox(
         )
         if not leases:
             break
+        batches += 1
         outcomes = await _deliver(leases, sinks, unreachable=unreachable)
         await _record(
             sessions,
