@@ -148,6 +148,11 @@ def short_id(value: object) -> Markup:
     return Markup('<span class="short-id" title="{}">{}</span>').format(text, text[:8])
 
 
+def dotted(name: str) -> Markup:
+    """A dotted name (``subscription.renewal_failed``) that wraps after its dots only."""
+    return Markup(".<wbr>").join(Markup.escape(part) for part in name.split("."))
+
+
 SHORT_TEXT = 24  # fits a column without breaking
 
 

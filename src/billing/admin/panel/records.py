@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from billing.admin.panel.base import BillingView, notify
-from billing.admin.panel.locale import Label, clipped, gettext, short_id
+from billing.admin.panel.locale import Label, clipped, dotted, gettext, short_id
 from billing.errors import Problem
 from billing.models import AuditEntry, OutboxEvent, OutboxStatus
 from billing.outbox.service import retry_event
@@ -24,6 +24,9 @@ def _json(value: Any) -> str:
     if value is None:
         return "—"
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+CHANGED = "changed"
 
 
 def changed_fields(entry: AuditEntry) -> str:
@@ -52,7 +55,7 @@ class AuditEntryAdmin(BillingView, model=AuditEntry):
         AuditEntry.action,
         AuditEntry.entity_type,
         AuditEntry.entity_id,
-        AuditEntry.after,
+        CHANGED,
     ]
     column_details_list = [  # noqa: RUF012
         AuditEntry.created_at,
@@ -78,6 +81,7 @@ class AuditEntryAdmin(BillingView, model=AuditEntry):
         AuditEntry.entity_id: Label("Which"),
         AuditEntry.before: Label("Before"),
         AuditEntry.after: Label("After"),
+        CHANGED: Label("Changed"),
     }
     column_formatters = {  # noqa: RUF012
         AuditEntry.actor: lambda row, _: clipped(row.actor),
@@ -86,8 +90,6 @@ class AuditEntryAdmin(BillingView, model=AuditEntry):
         AuditEntry.entity_id: lambda row, _: (
             clipped(row.entity_id, 12) if len(row.entity_id) != 36 else short_id(row.entity_id)
         ),
-        # The list names the fields changed; the values before and after are on its page.
-        AuditEntry.after: lambda row, _: changed_fields(row),
     }
     column_formatters_detail = {  # noqa: RUF012
         AuditEntry.action: lambda row, _: gettext(row.action),
@@ -104,6 +106,14 @@ class AuditEntryAdmin(BillingView, model=AuditEntry):
         AllUniqueStringValuesFilter(AuditEntry.actor, title="Who"),
     ]
 
+    async def get_list_value(
+        self, obj: Any, prop: str, request: Request | None = None
+    ) -> tuple[Any, Any]:
+        if prop == CHANGED:  # no column: the fields changed (their values: the entry's page)
+            changed = changed_fields(obj)
+            return changed, changed
+        return await super().get_list_value(obj, prop, request)
+
 
 class OutboxEventAdmin(BillingView, model=OutboxEvent):
     """Events for the Notification and Auth services; a parked (``failed``) one can be sent
@@ -117,7 +127,6 @@ class OutboxEventAdmin(BillingView, model=OutboxEvent):
         OutboxEvent.seq,
         OutboxEvent.occurred_at,
         OutboxEvent.type,
-        OutboxEvent.user_id,
         OutboxEvent.status,
         OutboxEvent.attempts,
         OutboxEvent.next_attempt_at,
@@ -150,9 +159,8 @@ class OutboxEventAdmin(BillingView, model=OutboxEvent):
         OutboxEvent.delivered_at: Label("Delivered"),
     }
     column_formatters = {  # noqa: RUF012
-        OutboxEvent.user_id: lambda row, _: short_id(row.user_id),
         OutboxEvent.status: lambda row, _: gettext(row.status),
-        OutboxEvent.type: lambda row, _: clipped(row.type),
+        OutboxEvent.type: lambda row, _: dotted(row.type),
         OutboxEvent.last_error: lambda row, _: clipped(row.last_error, 40),
     }
     column_formatters_detail = {  # noqa: RUF012
