@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
+from sqladmin import action
 from sqladmin.fields import BooleanField, UuidField
 from sqladmin.filters import BooleanFilter
+from sqladmin.flash import FlashLevel
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
 from wtforms import (
     DecimalField,
     Field,
@@ -23,6 +28,7 @@ from billing.admin.panel.base import (
     AmountField,
     BillingView,
     control,
+    moment,
     moment_field,
     money,
     notify,
@@ -30,12 +36,20 @@ from billing.admin.panel.base import (
     validated,
 )
 from billing.admin.panel.locale import Label, clipped, gettext, short_id
-from billing.errors import not_found
+from billing.errors import Problem, not_found
 from billing.models import DurationDiscount, PromoCode, Tariff, UserDiscount
 from billing.pricing import promo_codes, service
-from billing.pricing.schemas import DurationDiscountIn, PromoCodeIn, UserDiscountIn
+from billing.pricing.errors import PROMO_CODE_LIMIT_BELOW_TAKEN, PROMO_CODE_NOT_REACTIVATABLE
+from billing.pricing.schemas import (
+    DurationDiscountIn,
+    PromoCodeChange,
+    PromoCodeIn,
+    UserDiscountIn,
+)
+from billing.schemas import Page
 
 CODES_LISTED = 20  # in the message after a bulk generation; the list and its export have all
+REDEMPTIONS_SHOWN = 100  # on a code's page, newest first; the API pages through them all
 
 
 def _percent_field(label: str, required: bool = True, **kwargs: Any) -> Field:
@@ -192,15 +206,17 @@ class DurationDiscountAdmin(BillingView, model=DurationDiscount):
 
 
 class PromoCodeAdmin(BillingView, model=PromoCode):
-    """Promo codes: one (given or generated) or ``count`` generated at once; deleting a used
-    code deactivates it (``pricing.promo_codes``). Codes are not edited: their terms are what
-    viewers were promised."""
+    """Promo codes: one (given or generated) or ``count`` generated at once; their window and
+    limit edited, deactivated and reactivated; deleting a used code deactivates it
+    (``pricing.promo_codes``). The discount and tariffs are never edited: they are what
+    viewers were quoted. A code's page lists its redemptions."""
 
     name = "Promo code"
     name_plural = "Promo codes"
     icon = "fa-solid fa-ticket"
-    summary = "create one or many at once, delete, export"
+    summary = "create one or many at once, edit window and limit, deactivate, export"
     can_create = True
+    can_edit = True
     can_delete = True
     can_export = True
     column_list = [  # noqa: RUF012
@@ -215,18 +231,25 @@ class PromoCodeAdmin(BillingView, model=PromoCode):
     column_details_exclude_list = [PromoCode.id]  # noqa: RUF012
     column_export_exclude_list = [PromoCode.id]  # noqa: RUF012
     column_labels = {  # noqa: RUF012
-        PromoCode.redemptions_count: "used",
-        PromoCode.max_redemptions: "limit",
-        PromoCode.is_active: "active",
-        PromoCode.once_per_user: "once per user",
-        PromoCode.valid_from: "valid from",
-        PromoCode.valid_until: "valid until",
-        PromoCode.created_at: "created",
+        PromoCode.code: Label("Code"),
+        PromoCode.percent: Label("Percent"),
+        PromoCode.amount: Label("Amount"),
+        PromoCode.currency: Label("Currency"),
+        PromoCode.redemptions_count: Label("Used"),
+        PromoCode.max_redemptions: Label("Limit"),
+        PromoCode.is_active: Label("Active"),
+        PromoCode.once_per_user: Label("Once per user"),
+        PromoCode.valid_from: Label("Valid from"),
+        PromoCode.valid_until: Label("Valid until"),
+        PromoCode.created_at: Label("Created"),
+        PromoCode.created_by: Label("Created by"),
     }
+    details_template = "billing_admin/promo_code_details.html"
     column_formatters = {  # noqa: RUF012
         PromoCode.percent: lambda row, _: percent(row.percent),
         PromoCode.amount: lambda row, _: money(row.amount, row.currency),
     }
+    column_formatters_detail = column_formatters
     column_sortable_list = [PromoCode.code, PromoCode.created_at, PromoCode.valid_until]  # noqa: RUF012
     column_default_sort = [("created_at", True), ("code", False)]  # noqa: RUF012
     column_searchable_list = [PromoCode.code]  # noqa: RUF012
@@ -243,46 +266,55 @@ class PromoCodeAdmin(BillingView, model=PromoCode):
         "tariff_ids",
         "once_per_user",
     ]
+    # Only the window and the limit: is_active has its actions, the rest is fixed.
+    form_edit_rules = ["valid_from", "valid_until", "max_redemptions"]  # noqa: RUF012
 
     async def form_fields(self) -> dict[str, Field]:
         tariffs = await self._run_query(select(Tariff).order_by(Tariff.code))
         return {
             "code": StringField(
-                "Code",
-                description="Empty: generated. Matched case-insensitively.",
+                gettext("Code"),
+                description=gettext("Empty: generated. Matched case-insensitively."),
                 render_kw=control(placeholder="SPRING25"),
             ),
             "count": IntegerField(
-                "How many",
+                gettext("How many"),
                 [validators.Optional()],
-                description="Generate this many codes with the same terms (leave Code empty).",
+                description=gettext(
+                    "Generate this many codes with the same terms (leave Code empty)."
+                ),
                 render_kw=control(placeholder="1"),
             ),
-            "percent": _percent_field("Percent off", required=False),
+            "percent": _percent_field(gettext("Percent off"), required=False),
             "amount": AmountField(
-                "Amount off", description="Instead of a percent.", render_kw=control()
+                gettext("Amount off"),
+                description=gettext("Instead of a percent."),
+                render_kw=control(),
             ),
             "currency": StringField(
-                "Currency of the amount",
-                description=f"Empty: {self.panel.settings.currency}.",
+                gettext("Currency of the amount"),
+                description=gettext("Empty: %(currency)s.")
+                % {"currency": self.panel.settings.currency},
                 render_kw=control(),
             ),
             "valid_from": _until_field("Valid from", "UTC; empty: from now."),
             "valid_until": _until_field("Valid until", "UTC; empty: no end."),
             "max_redemptions": IntegerField(
-                "Redemption limit",
+                gettext("Redemption limit"),
                 [validators.Optional()],
-                description="Empty: no limit.",
+                description=gettext(
+                    "Empty: no limit. Never below the redemptions already reserved or redeemed."
+                ),
                 render_kw=control(),
             ),
             "tariff_ids": SelectMultipleField(
-                "Only for tariffs",
+                gettext("Only for tariffs"),
                 choices=[(str(t.id), t.code) for t in tariffs],
-                description="None chosen: every tariff.",
+                description=gettext("None chosen: every tariff."),
                 render_kw=control(),
             ),
             "once_per_user": BooleanField(
-                "Once per user", default=True, render_kw={"class": "form-check-input"}
+                gettext("Once per user"), default=True, render_kw={"class": "form-check-input"}
             ),
         }
 
@@ -312,15 +344,129 @@ class PromoCodeAdmin(BillingView, model=PromoCode):
             )
             first = await session.get_one(PromoCode, created[0].id)
         codes = [promo.code for promo in created]
-        more = f" and {len(codes) - CODES_LISTED} more" if len(codes) > CODES_LISTED else ""
-        notify(
-            request, f"{len(codes)} promo code(s) created: {', '.join(codes[:CODES_LISTED])}{more}"
-        )
+        more = len(codes) - CODES_LISTED
+        listed = ", ".join(codes[:CODES_LISTED])
+        if more > 0:
+            listed += gettext(" and %(count)s more") % {"count": more}
+        created_message = gettext("%(count)s promo code(s) created: %(codes)s")
+        notify(request, created_message % {"count": len(codes), "codes": listed})
         return first
 
     async def delete_model(self, request: Request, pk: Any) -> None:
         async with self.transaction() as session:
-            promo = await session.get(PromoCode, uuid.UUID(str(pk)))
-            if promo is None:
-                raise not_found("promo code", promo_codes.PROMO_CODE_NOT_FOUND)
+            promo = await _promo(session, pk)
             await promo_codes.delete_promo_code(session, promo.code, actor=self.actor(request))
+
+    async def get_form_data_for_edit(self, obj: Any) -> dict[str, Any]:
+        return {name: getattr(obj, name) for name in self.form_edit_rules}
+
+    async def update_model(self, request: Request, pk: str, data: dict[str, Any]) -> Any:
+        async with self.transaction() as session:
+            promo = await _promo(session, pk)
+            # What the form shows and sends back unchanged means "keep it" (a time shown to
+            # the minute or second): an ended code's end is not set anew, in the past.
+            changes = {
+                name: data[name]
+                for name in self.form_edit_rules
+                if not _same(data[name], getattr(promo, name))
+            }
+            await self._change(request, session, promo, changes)
+        return promo
+
+    async def _change(
+        self, request: Request, session: AsyncSession, promo: PromoCode, changes: dict[str, Any]
+    ) -> None:
+        """The admin API's change (same checks, same audit entry); a refusal in words."""
+        try:
+            change = validated(PromoCodeChange, changes)
+            await promo_codes.update_promo_code(
+                session, promo.code, change, actor=self.actor(request), now=self.now()
+            )
+        except Problem as problem:
+            raise Problem(problem.status, problem.code, _in_words(problem, promo)) from None
+
+    @action(
+        name="deactivate",
+        label=Label("Deactivate code"),
+        confirmation_message=Label(
+            "Deactivate? Viewers can no longer use the code; invoices already issued keep "
+            "their discount."
+        ),
+    )
+    async def deactivate(self, request: Request) -> Response:
+        return await self._set_active(request, active=False)
+
+    @action(name="reactivate", label=Label("Reactivate code"))
+    async def reactivate(self, request: Request) -> Response:
+        return await self._set_active(request, active=True)
+
+    async def _set_active(self, request: Request, *, active: bool) -> Response:
+        changed, refused = 0, []
+        for pk in filter(None, request.query_params.get("pks", "").split(",")):
+            try:
+                async with self.transaction() as session:
+                    promo = await _promo(session, pk)
+                    if promo.is_active != active:
+                        await self._change(request, session, promo, {"is_active": active})
+                        changed += 1
+            except Problem as problem:
+                refused.append(gettext(problem.detail))
+        if changed:
+            done = (
+                "Promo codes reactivated: %(count)s"
+                if active
+                else "Promo codes deactivated: %(count)s"
+            )
+            notify(request, gettext(done) % {"count": changed})
+        if refused:
+            notify(request, "; ".join(refused), FlashLevel.error)
+        # Back where the admin was: the code's page or the list.
+        back = request.headers.get("referer") or str(
+            request.url_for("admin:list", identity=self.identity)
+        )
+        return RedirectResponse(back, status_code=302)
+
+    async def details_context(self, request: Request) -> dict[str, Any]:
+        async with self.transaction() as session:
+            promo = await _promo(session, request.path_params["pk"])
+            redemptions = await promo_codes.list_redemptions(
+                session, promo.code, Page(limit=REDEMPTIONS_SHOWN, offset=0)
+            )
+        return {
+            "redemptions": redemptions,
+            "redemptions_shown": REDEMPTIONS_SHOWN,
+            "money": money,
+            "moment": moment,
+        }
+
+
+async def _promo(session: AsyncSession, pk: Any) -> PromoCode:
+    """The code of a panel address (its id); a malformed or unknown id is not found."""
+    try:
+        promo = await session.get(PromoCode, uuid.UUID(str(pk)))
+    except ValueError:
+        promo = None
+    if promo is None:
+        raise not_found("promo code", promo_codes.PROMO_CODE_NOT_FOUND)
+    return promo
+
+
+def _same(shown: Any, stored: Any) -> bool:
+    if isinstance(shown, datetime) and isinstance(stored, datetime):
+        return shown in (stored.replace(microsecond=0), stored.replace(second=0, microsecond=0))
+    return bool(shown == stored)
+
+
+def _in_words(problem: Problem, promo: PromoCode) -> str:
+    """A refusal of the edit in the panel's language."""
+    if problem.code == PROMO_CODE_LIMIT_BELOW_TAKEN.code:
+        message = (
+            "The limit cannot be below the %(taken)s redemptions already reserved or redeemed."
+        )
+    elif problem.code == PROMO_CODE_NOT_REACTIVATABLE.code:
+        message = (
+            "%(code)s has ended or is used up: first give it a later end or a higher limit (Edit)."
+        )
+    else:
+        return gettext(problem.detail)
+    return gettext(message) % {"code": promo.code, "taken": promo.redemptions_count}
