@@ -200,6 +200,9 @@ async def test_a_soft_decline_is_retried_on_schedule_then_succeeds(
     assert failed.payload["attempt"] == 1
     assert datetime.fromisoformat(failed.payload["next_attempt_at"]) == first + timedelta(hours=6)
     assert "/checkout?sig=" in failed.payload["pay_url"]
+    [retrying] = await viewer.subscriptions()  # the viewer sees when the card is tried again
+    assert retrying["auto_renew"] is True
+    assert datetime.fromisoformat(retrying["renews_at"]) == first + timedelta(hours=6)
 
     clock.set(first + timedelta(hours=6) - timedelta(seconds=1))
     assert await renew(app, clock) == {"charged": 0, "declined": 0, "unknown": 0, "failed": 0}
@@ -214,6 +217,9 @@ async def test_a_soft_decline_is_retried_on_schedule_then_succeeds(
     assert attempts == [(1, "declined", "insufficient_funds"), (2, "succeeded", None)]
     [renewed] = await viewer.subscriptions()
     assert datetime.fromisoformat(renewed["current_period_end"]) > end
+    # The next charge is the new period's, no longer the old period's retry.
+    new_end = datetime.fromisoformat(renewed["current_period_end"])
+    assert datetime.fromisoformat(renewed["renews_at"]) == new_end - timedelta(days=1)
 
 
 @pytest.mark.respx(assert_all_called=False)
@@ -225,13 +231,17 @@ async def test_a_hard_decline_stops_the_retries(
     clock: FrozenClock,
     fake: FakeYooKassa,
 ) -> None:
-    _, _, subscription = await subscribed_with_a_saved_card(client, auth_headers, sessions)
+    viewer, _, subscription = await subscribed_with_a_saved_card(client, auth_headers, sessions)
     end = datetime.fromisoformat(subscription["current_period_end"])
     fake.outcomes = ["card_expired"]
     clock.set(end - timedelta(days=1))
     assert (await renew(app, clock))["declined"] == 1
     [failed] = await events(sessions, "subscription.renewal_failed")
     assert (failed.payload["reason"], failed.payload["next_attempt_at"]) == ("card_expired", None)
+    # No charge is planned any more: renewal is off (the card does not work), access is not.
+    [stopped] = await viewer.subscriptions()
+    assert (stopped["auto_renew"], stopped["renews_at"]) == (False, None)
+    assert stopped["current_period_end"] == subscription["current_period_end"]
     for later in (timedelta(hours=6), timedelta(days=1), timedelta(days=2)):
         clock.set(end - timedelta(days=1) + later)
         assert (await renew(app, clock))["charged"] == 0

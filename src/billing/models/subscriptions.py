@@ -90,5 +90,8 @@ class Subscription(Base):
     auto_renew: Mapped[bool] = mapped_column(default=False, server_default="false")
     payment_method_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("payment_methods.id"))
     renewal_months: Mapped[int | None]
+    # A declined renewal's next try this period (its attempt's ``next_attempt_at``, kept here
+    # so every read of a subscription can say when it is next charged); None otherwise.
+    renewal_retry_at: Mapped[Timestamp | None]
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()

@@ -17,6 +17,7 @@ from billing.schemas import Page
 from billing.subscriptions import service
 from billing.subscriptions.errors import SUBSCRIPTION_NOT_FOUND
 from billing.subscriptions.periods import access_until
+from billing.subscriptions.renewal_rules import next_charge_at
 from billing.subscriptions.schemas import Entitlements, SubscriptionOut
 
 router = APIRouter(tags=["subscriptions"])
@@ -37,7 +38,11 @@ def subscription_out(subscription: Subscription, settings: Settings) -> Subscrip
         access_until=access_until(subscription.current_period_end, settings.grace_period),
         auto_renew=subscription.auto_renew,
         payment_method_id=subscription.payment_method_id,
-        renews_at=subscription.current_period_end - settings.renew_before if renews else None,
+        renews_at=next_charge_at(
+            subscription.current_period_end, subscription.renewal_retry_at, settings.renew_before
+        )
+        if renews
+        else None,
         renewal_months=subscription.renewal_months,
     )
 

@@ -39,3 +39,11 @@ def next_attempt_at(
         return None
     moment = first_declined_at + retry_offsets[attempt - 1]
     return moment if moment < access_ends_at else None
+
+
+def next_charge_at(
+    period_end: datetime, retry_at: datetime | None, renew_before: timedelta
+) -> datetime:
+    """When an auto-renewing subscription is charged next: a declined renewal's planned
+    retry, else ``renew_before`` (``BILLING_RENEW_BEFORE``) before its period ends."""
+    return retry_at or period_end - renew_before

@@ -4,8 +4,9 @@ the attempt's status, the retry plan, and what the viewer is told."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.checkout import links
@@ -91,6 +92,21 @@ async def renewal_declined(
         first_declined_at=first or now,
         access_ends_at=access_until(attempt.period_end, settings.grace_period),
         retry_offsets=settings.renew_retry,
+    )
+    # The subscription says when it is charged next; with no retry left (a hard decline, or
+    # the last soft one) renewal stops: the method is known not to work, and the next period
+    # must not try it again. The viewer pays by hand (``pay_url``) and may resume. Only the
+    # period this attempt renews: a payment by hand meanwhile has moved the period on.
+    planned: dict[str, Any] = {"renewal_retry_at": attempt.next_attempt_at}
+    if attempt.next_attempt_at is None:
+        planned["auto_renew"] = False
+    await session.execute(
+        update(Subscription)
+        .where(
+            Subscription.id == attempt.subscription_id,
+            Subscription.current_period_end == attempt.period_end,
+        )
+        .values(planned)
     )
     add_event(
         session,

@@ -57,6 +57,7 @@ async def extend_subscription(
     subscription = await locked_subscription(session, user_id, tariff, now)
     start, end = extension(subscription.current_period_end, now, months)
     subscription.current_period_end = end
+    subscription.renewal_retry_at = None  # a new period: the old one's retries are void
     subscription.status = SubscriptionStatus.ACTIVE
     subscription.role = tariff.role
     # Granting is idempotent at the Auth service, so it is sent on every extension: a grant

@@ -20,6 +20,7 @@ from billing.outbox.service import add_event
 from billing.pricing.rules import Quote
 from billing.pricing.service import quote_for
 from billing.subscriptions.periods import access_until
+from billing.subscriptions.renewal_rules import next_charge_at
 
 BATCH_SIZE = 500
 
@@ -46,7 +47,9 @@ async def remind_expiring(
                 settings=settings,
             )
             renewal = priced.quote
-        renews_at = subscription.current_period_end - settings.renew_before
+        renews_at = next_charge_at(
+            subscription.current_period_end, subscription.renewal_retry_at, settings.renew_before
+        )
         add_event(
             session,
             SubscriptionExpiring(
