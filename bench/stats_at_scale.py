@@ -194,6 +194,8 @@ def results_section(path: Path = RESULTS) -> list[str]:
         return {(s["payments"], p["days"]): p for s in run["sizes"] for p in s["periods"]}
 
     old, new = periods(before), periods(after)
+    pair = recorded.get("earlier")  # an earlier before/after pair, kept for its spread
+    earlier = (periods(pair["before"]), periods(pair["after"])) if pair else None
     same = all(
         old[key][figure] == new[key][figure]
         for key in old.keys() & new.keys()
@@ -213,17 +215,24 @@ def results_section(path: Path = RESULTS) -> list[str]:
         f" Machine: {after['machine']['cpu']}, {after['machine']['nproc']} CPUs shared with"
         f" other sessions, {after['machine']['memory']}, PostgreSQL"
         f" {after['machine']['postgresql']}. The figures answered are "
-        + ("identical before and after." if same else "**not** identical before and after."),
+        + ("identical before and after." if same else "**not** identical before and after.")
+        + (f" The earlier pair: {pair['note']}." if pair and "note" in pair else ""),
         "",
-        "| payments | period | before ms | after ms | before ÷ after | after runs ms |",
-        "|---:|---:|---:|---:|---:|---|",
+        "| payments | period | before ms | after ms | before ÷ after | after runs ms |"
+        + (" earlier pair: before → after ms |" if earlier else ""),
+        "|---:|---:|---:|---:|---:|---|" + ("---:|" if earlier else ""),
     ]
     for key in sorted(new.keys() & old.keys()):
         ratio = old[key]["median_ms"] / new[key]["median_ms"]
         runs = ", ".join(f"{ms:.0f}" for ms in new[key]["runs_ms"])
+        again = (
+            f" {earlier[0][key]['median_ms']:.0f} → {earlier[1][key]['median_ms']:.0f} |"
+            if earlier and key in earlier[0] and key in earlier[1]
+            else ""
+        )
         lines.append(
             f"| {key[0]:_} | {key[1]} days | {old[key]['median_ms']:.0f} |"
-            f" {new[key]['median_ms']:.0f} | {ratio:.1f} | {runs} |".replace("_", " ")
+            f" {new[key]['median_ms']:.0f} | {ratio:.1f} | {runs} |{again}".replace("_", " ")
         )
     names = list(next(iter(new.values()))["queries"])
     lines += [
