@@ -339,3 +339,10 @@ async def test_dates_are_typed_as_the_language_writes_them(
     assert discount.valid_until == datetime(2027, 12, 31, 23, 59, tzinfo=UTC)
     await page.goto(f"{server}/admin/user-discount/edit/{user}")
     assert await until.input_value() == "31.12.2027 23:59:00"
+
+    # The delete dialog asks in Russian (SQLAdmin's script writes English; panel.js ours).
+    await page.goto(f"{server}/admin/user-discount/list")
+    await page.click(f"a[data-bs-target='#modal-delete'][data-pk='{user}']")
+    question = page.locator("#modal-delete-text")
+    await question.wait_for(state="visible")
+    assert await question.inner_text() == f"Удалить навсегда: Персональная скидка {user}?"

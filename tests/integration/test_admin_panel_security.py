@@ -490,4 +490,4 @@ async def test_exported_cells_that_a_spreadsheet_would_run_are_escaped(
     assert promo["created_by"] == f"'{subject}"
     assert promo["code"] == "SPRING25"
     [entry] = exported(await marta.get("/admin/audit-entry/export/csv?entity_type=promo_codes"))
-    assert entry["actor"] == f"'{subject}"
+    assert entry["Who"] == f"'{subject}"
