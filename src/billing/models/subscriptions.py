@@ -60,7 +60,6 @@ class Subscription(Base):
             "ix_subscriptions_active_tariff",
             "tariff_id",
             "current_period_end",
-            postgresql_include=["user_id"],
             postgresql_where=text("status = 'active'"),
         ),
         Index("ix_subscriptions_created", "created_at"),

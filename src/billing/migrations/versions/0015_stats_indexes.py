@@ -41,7 +41,7 @@ INDEXES: list[tuple[str, str, list[str | sa.TextClause], list[str], str | None]]
         "ix_subscriptions_active_tariff",
         "subscriptions",
         ["tariff_id", "current_period_end"],
-        ["user_id"],
+        [],
         "status = 'active'",
     ),
     ("ix_subscriptions_created", "subscriptions", ["created_at"], [], None),
