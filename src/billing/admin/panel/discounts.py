@@ -248,6 +248,7 @@ class PromoCodeAdmin(BillingView, model=PromoCode):
     column_formatters = {  # noqa: RUF012
         PromoCode.percent: lambda row, _: percent(row.percent),
         PromoCode.amount: lambda row, _: money(row.amount, row.currency),
+        PromoCode.currency: lambda row, _: row.currency or "—",
     }
     column_formatters_detail = column_formatters
     column_sortable_list = [PromoCode.code, PromoCode.created_at, PromoCode.valid_until]  # noqa: RUF012
