@@ -275,7 +275,8 @@ async def test_dates_are_typed_as_the_language_writes_them(
     server: str, browser: Browser, sessions: Sessions, tmp_path: Path
 ) -> None:
     """Russian (the default): ДД.ММ.ГГГГ in the filters, the dashboard's period and the
-    forms' times, read on the server; a wrong password keeps the username typed."""
+    forms' times, read on the server, and percents with a comma; a wrong password keeps the
+    username typed."""
     shots = DOCS_SCREENSHOTS if os.environ.get("BILLING_UPDATE_SCREENSHOTS") == "1" else tmp_path
     async with sessions() as session, session.begin():
         await create_admin_user(session, "marta", PASSWORD, AdminRole.MARKETING)
@@ -326,7 +327,7 @@ async def test_dates_are_typed_as_the_language_writes_them(
     until = page.locator("input[name=valid_until]")
     assert await until.get_attribute("placeholder") == "ДД.ММ.ГГГГ ЧЧ:ММ"
     await page.fill("input[name=user_id]", str(user))
-    await page.fill("input[name=percent]", "10")
+    await page.fill("input[name=percent]", "12,5")  # the Russian decimal comma
     await until.fill("31/12/2027")
     await page.click("input[type=submit][name=save]")
     assert "дата вида ДД.ММ.ГГГГ ЧЧ:ММ" in await page.inner_text("form[enctype]")
@@ -337,8 +338,10 @@ async def test_dates_are_typed_as_the_language_writes_them(
     async with sessions() as session:
         discount = await session.get_one(UserDiscount, user)
     assert discount.valid_until == datetime(2027, 12, 31, 23, 59, tzinfo=UTC)
+    assert discount.percent == Decimal("12.5")
     await page.goto(f"{server}/admin/user-discount/edit/{user}")
     assert await until.input_value() == "31.12.2027 23:59:00"
+    assert await page.input_value("input[name=percent]") == "12,5"
 
     # The delete dialog asks in Russian (SQLAdmin's script writes English; panel.js ours).
     await page.goto(f"{server}/admin/user-discount/list")

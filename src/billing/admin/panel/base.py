@@ -10,6 +10,7 @@ import math
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
 
@@ -32,8 +33,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from wtforms import Field, Form, StringField, validators
+from wtforms import DecimalField, Field, Form, StringField, validators
 from wtforms.fields.core import UnboundField
+from wtforms.widgets import TextInput
 
 from billing.admin.panel.auth import (
     STATICS,
@@ -323,6 +325,26 @@ class AmountField(StringField):
             typed = format_amount(self.data)
             return typed.replace(".", ",") if current_locale() == "ru" else typed
         return str(self.data or "")
+
+
+class PercentField(DecimalField):
+    """A percent as people type it: ``12.5``, ``12,5`` (the Russian decimal comma), an
+    optional ``%``; shown in the panel's language (``12,5`` in Russian). A text box: a
+    number box takes the browser's decimal mark, not the panel's."""
+
+    widget = TextInput()
+
+    def process_formdata(self, valuelist: builtins.list[Any]) -> None:
+        if valuelist:
+            typed = "".join(str(valuelist[0]).replace("%", "").split()).replace(",", ".")
+            valuelist = [typed]
+        super().process_formdata(valuelist)
+
+    def _value(self) -> str:
+        if self.raw_data or not isinstance(self.data, Decimal):
+            return str(super()._value())  # type: ignore[misc]
+        shown = format(self.data.normalize(), "f")
+        return shown.replace(".", ",") if current_locale() == "ru" else shown
 
 
 def notify(request: Request, message: str, level: FlashLevel = FlashLevel.success) -> None:

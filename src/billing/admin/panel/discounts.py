@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from wtforms import (
-    DecimalField,
     Field,
     IntegerField,
     SelectMultipleField,
@@ -27,6 +26,7 @@ from wtforms import (
 from billing.admin.panel.base import (
     AmountField,
     BillingView,
+    PercentField,
     control,
     moment,
     moment_field,
@@ -54,7 +54,7 @@ REDEMPTIONS_SHOWN = 100  # on a code's page, newest first; the API pages through
 
 def _percent_field(label: str, required: bool = True, **kwargs: Any) -> Field:
     check = validators.InputRequired() if required else validators.Optional()
-    return DecimalField(label, [check], places=None, render_kw=control(placeholder="10"), **kwargs)
+    return PercentField(label, [check], places=None, render_kw=control(placeholder="10"), **kwargs)
 
 
 def _until_field(label: str, description: str) -> Field:
