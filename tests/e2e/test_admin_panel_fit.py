@@ -320,6 +320,8 @@ async def test_dates_are_typed_as_the_language_writes_them(
     assert "20.05.2025" in table and "10.05.2025" not in table
     await page.goto(f"{server}/admin/payment/list?from=2025%2F05%2F15")
     assert "Создан не раньше: дата вида ДД.ММ.ГГГГ" in await page.inner_text("body")
+    await page.goto(f"{server}/admin/payment/list?user_id=someone")
+    assert "Пользователь: это не UUID" in await page.inner_text("body")
 
     # A time in a form: refused as typed, kept in its box; then saved and shown back.
     user = uuid.uuid4()

@@ -75,7 +75,8 @@ def _user_filter(column: Any) -> InputFilter:
         try:
             user_id = uuid.UUID(value)
         except ValueError:
-            raise Problem(422, "validation_error", "user_id: not a UUID") from None
+            detail = gettext("%(title)s: not a UUID") % {"title": gettext("User")}
+            raise Problem(422, "validation_error", detail) from None
         return query.where(column == user_id)
 
     return InputFilter("user_id", "User", apply, placeholder="user UUID")
