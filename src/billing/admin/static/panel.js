@@ -7,3 +7,9 @@ $(document).on('shown.bs.modal', '#modal-delete', function (event) {
     $('#modal-delete-text').text(question.replace('{id}', pk === undefined ? '' : pk).replace(/\s+\?/, '?').trim());
   }
 });
+
+// The sidebar's menu button is named in the panel's language (SQLAdmin's says "Toggle
+// navigation" in its layout).
+$(function () {
+  $('.navbar-toggler').attr('aria-label', $('html').data('menu-label'));
+});
