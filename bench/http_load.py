@@ -54,6 +54,7 @@ import httpx
 import psycopg
 from _common import bench_database, code_version, exit_on_sigterm, server_url_from_env
 from _common import with_database as database_named
+from outbox_throughput import results_section as outbox_section
 from stats_at_scale import results_section as stats_section
 
 from billing.auth import issue_token
@@ -838,6 +839,7 @@ def markdown(outcome: dict[str, Any], about: dict[str, str], command: str, quick
     lines += claim_section()
     lines += scheduler_section()
     lines += stats_section()
+    lines += outbox_section()
     tried = HERE / "tried.md"
     if tried.exists():
         lines += ["", tried.read_text().rstrip()]

@@ -3,7 +3,8 @@ events delivered per second.
 
 For each scenario, ``--repeats`` times: empty the outbox, write ``--events`` pending
 notification events (two per user, so the per-user order check has rows to look at), then
-start ``--relays`` relay processes at once (workers sharing the outbox by ``SKIP LOCKED``), each
+start ``--relays`` relay processes at once (workers sharing the outbox by ``SKIP LOCKED``; with
+several counts, ``1,2``, the RabbitMQ scenario runs with each, HTTP with the first), each
 calling ``deliver_outbox`` (the ``deliver-outbox`` job's relay, with the job's defaults) run
 after run until no event is pending; report the events per second from the first relay's
 start to the last one's end (median of the repeats) and the relays' CPU per event. Every event
@@ -152,6 +153,19 @@ async def declare_amqp(amqp_url: str, name: str, *, delete: bool = False) -> Non
         await queue.bind(exchange, routing_key="#")
 
 
+def broker_cpu() -> float:
+    """CPU seconds the local RabbitMQ (``beam.smp``) used so far; 0 when it is not local."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if "(beam.smp)" in text:
+            fields = text.rpartition(")")[2].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def count(url: str, sql: str) -> int:
     with psycopg.connect(libpq_url(url), autocommit=True) as connection:
         row = connection.execute(sql).fetchone()
@@ -239,9 +253,11 @@ def deliver_all(
         if not event.wait(60):
             raise RuntimeError(f"relay {number} did not start")
     spying = profiled(profile, relays[0].pid)
+    broker_started = broker_cpu()
     go.set()
     try:
         reports = [results.get(timeout=900) for _ in relays]
+        broker = broker_cpu() - broker_started
     finally:
         stop_profile(spying)
         for relay in relays:
@@ -252,6 +268,7 @@ def deliver_all(
     return {
         "seconds": max(r["ended"] for r in reports) - min(r["started"] for r in reports),
         "cpu": sum(r["cpu"] for r in reports),
+        "broker_cpu": broker,
         "runs": sum(r["runs"] for r in reports),
     }
 
@@ -294,12 +311,17 @@ def run_scenario(
     cpu = [timing["cpu"] / args.events * 1e6 for timing in timings]
     scenario = {
         "scenario": name,
+        "events": args.events,
         "relays": args.relays,
         "events_per_second_median": round(median(rates), 1),
         "events_per_second": [round(rate, 1) for rate in rates],
         # The relay processes' own CPU per event (sinks' clients included; not the database's
         # or the receiver's): what the machine's other load changes least.
         "relay_cpu_us_per_event_median": round(median(cpu)),
+        # RabbitMQ's (the local broker process's) CPU per event meanwhile.
+        "broker_cpu_us_per_event_median": round(
+            median([timing["broker_cpu"] / args.events * 1e6 for timing in timings])
+        ),
         "relay_runs": [timing["runs"] for timing in timings],
     }
     print(json.dumps(scenario), file=sys.stderr, flush=True)
@@ -362,8 +384,8 @@ def results_section(after_path: Path = RESULTS, before_path: Path = BEFORE) -> l
     def measured(run: dict[str, Any]) -> str:
         about = run["machine"]
         return (
-            f"{about['code']}, {run['events']} events a repeat, load average"
-            f" {about['load average']} before and {about.get('load average after', '?')} after"
+            f"{about['code']}, load average {about['load average']} before and"
+            f" {about.get('load average after', '?')} after"
         )
 
     lines = [
@@ -371,27 +393,34 @@ def results_section(after_path: Path = RESULTS, before_path: Path = BEFORE) -> l
         HEADING,
         "",
         "Pending notification events (two per user) delivered by the relay run after run until"
-        " none is left, median of the repeats; the RabbitMQ scenario publishes as production"
+        " none is left, median of 3 repeats; the RabbitMQ scenario publishes as production"
         " does (publisher confirms, persistent messages, mandatory) to a durable queue of the"
-        " bench's own, which must then hold every event exactly once. CPU: the relay"
-        " processes' own per event (not PostgreSQL's, RabbitMQ's or the receiver's), the"
-        " figure the machine's other load changes least. Machine:"
+        " bench's own, which must then hold every event exactly once; the HTTP receiver runs"
+        " in its own process. CPU per event: the relay processes' own (their clients"
+        " included), the figure the machine's other load changes least, and the local"
+        " RabbitMQ's. Machine:"
         f" {after['machine']['cpu']}, {after['machine']['nproc']} CPUs shared with other"
-        f" sessions, PostgreSQL {after['machine']['postgresql']}. Before: {measured(before)}."
+        f" sessions' test runs, PostgreSQL {after['machine']['postgresql']}, the broker, the"
+        f" receiver and the relays on the same CPUs. Before: {measured(before)}."
         f" After: {measured(after)}.",
         "",
-        "| scenario | relay processes | before events/s | after events/s | after runs |"
-        " before CPU µs/event | after CPU µs/event |",
-        "|---|---:|---:|---:|---|---:|---:|",
+        "| scenario | events | relay processes | before events/s | after events/s | after"
+        " repeats | relay CPU µs/event before → after | broker CPU µs/event before → after |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for key, figure in new.items():
         was = old.get(key, {})
         runs = ", ".join(f"{rate:.0f}" for rate in figure["events_per_second"])
+
+        def change(field: str, was: dict[str, Any] = was, figure: dict[str, Any] = figure) -> str:
+            return f"{was.get(field, '–')} → {figure.get(field, '–')}"
+
         lines.append(
-            f"| {key[0]} | {key[1]} | {was.get('events_per_second_median', '–')} |"
+            f"| {key[0]} | {figure.get('events', after['events'])} | {key[1]} |"
+            f" {was.get('events_per_second_median', '–')} |"
             f" {figure['events_per_second_median']} | {runs} |"
-            f" {was.get('relay_cpu_us_per_event_median', '–')} |"
-            f" {figure['relay_cpu_us_per_event_median']} |"
+            f" {change('relay_cpu_us_per_event_median')} |"
+            f" {change('broker_cpu_us_per_event_median')} |"
         )
     amqp = [f for (name, _), f in new.items() if name.startswith("amqp")]
     if amqp:
@@ -409,12 +438,17 @@ def results_section(after_path: Path = RESULTS, before_path: Path = BEFORE) -> l
 
 
 def write_section(markdown: Path) -> None:
-    """Put the section into ``markdown`` in place of its last version (or at the end)."""
+    """Put the section into ``markdown`` in place of its last version (or before "What was
+    tried", or at the end)."""
     text = markdown.read_text() if markdown.exists() else ""
     section = "\n".join(results_section()).strip("\n") + "\n"
     start = text.find(HEADING)
     if start < 0:
-        markdown.write_text(text.rstrip("\n") + "\n\n" + section)
+        tried = text.find("\n## What was tried")
+        if tried < 0:
+            markdown.write_text(text.rstrip("\n") + "\n\n" + section)
+        else:
+            markdown.write_text(text[: tried + 1] + section + text[tried:])
         return
     end = text.find("\n## ", start + len(HEADING))
     rest = "" if end < 0 else "\n" + text[end + 1 :]
@@ -424,13 +458,19 @@ def write_section(markdown: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument(
+        "--http-events", type=int, help="for the HTTP scenarios (default: --events)"
+    )
     parser.add_argument("--sinks", default="http,amqp", help="http, amqp or both")
     parser.add_argument(
         "--latency-ms", default="0,5,20", help="HTTP receiver latencies, comma-separated"
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--relays", type=int, default=1, help="relay processes at once (workers), 1 by default"
+        "--relays",
+        default="1",
+        help="relay processes at once (workers), comma-separated: the RabbitMQ scenario runs"
+        " with each count, HTTP with the first",
     )
     parser.add_argument("--batch-size", type=int, help="the relay's lease (default: its own)")
     parser.add_argument("--server-url", default=server_url_from_env())
@@ -449,15 +489,24 @@ def main() -> None:
         return
     exit_on_sigterm()
     sinks = args.sinks.split(",")
-    results: dict[str, Any] = {"machine": machine(args.server_url), "events": args.events}
+    results: dict[str, Any] = {
+        "machine": machine(args.server_url),
+        "events": args.events,
+        "http_events": args.http_events or args.events,
+    }
     if args.code:
         results["machine"]["code"] = args.code
     scenarios = []
+    counts = [int(count) for count in args.relays.split(",")]
     with bench_database(args.server_url) as url:
         if "amqp" in sinks:
-            scenarios.append(amqp_scenario(url, args))
+            for relays in counts:
+                scenarios.append(
+                    amqp_scenario(url, argparse.Namespace(**vars(args) | {"relays": relays}))
+                )
         if "http" in sinks:
-            scenarios.extend(http_scenarios(url, args))
+            http = {"relays": counts[0], "events": args.http_events or args.events}
+            scenarios.extend(http_scenarios(url, argparse.Namespace(**vars(args) | http)))
     results["machine"]["load average after"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     results["scenarios"] = scenarios
     text = json.dumps(results, indent=2)
