@@ -226,8 +226,13 @@ async def relay_until_done(
     return {"started": started, "ended": ended, "cpu": cpu, "delivered": delivered, "runs": runs}
 
 
-def relay_process(results: Any, *args: Any) -> None:
-    results.put(asyncio.run(relay_until_done(*args)))
+def relay_process(results: Any, loop: str, *args: Any) -> None:
+    if loop == "uvloop":  # as under ``billing serve`` (uvicorn's loop="auto")
+        import uvloop
+
+        results.put(uvloop.run(relay_until_done(*args)))
+    else:
+        results.put(asyncio.run(relay_until_done(*args)))
 
 
 def deliver_all(
@@ -242,7 +247,7 @@ def deliver_all(
     relays = [
         multiprocessing.Process(
             target=relay_process,
-            args=(results, url, sink_scope, now, args.batch_size, ready[number], go),
+            args=(results, args.loop, url, sink_scope, now, args.batch_size, ready[number], go),
             daemon=True,
         )
         for number in range(args.relays)
@@ -311,6 +316,7 @@ def run_scenario(
     cpu = [timing["cpu"] / args.events * 1e6 for timing in timings]
     scenario = {
         "scenario": name,
+        "loop": args.loop,
         "events": args.events,
         "relays": args.relays,
         "events_per_second_median": round(median(rates), 1),
@@ -471,6 +477,12 @@ def main() -> None:
         default="1",
         help="relay processes at once (workers), comma-separated: the RabbitMQ scenario runs"
         " with each count, HTTP with the first",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the relays' event loop: asyncio's (``billing worker``) or uvloop (``billing serve``)",
     )
     parser.add_argument("--batch-size", type=int, help="the relay's lease (default: its own)")
     parser.add_argument("--server-url", default=server_url_from_env())
