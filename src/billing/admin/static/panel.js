@@ -11,5 +11,5 @@ $(document).on('shown.bs.modal', '#modal-delete', function (event) {
 // The sidebar's menu button is named in the panel's language (SQLAdmin's says "Toggle
 // navigation" in its layout).
 $(function () {
-  $('.navbar-toggler').attr('aria-label', $('html').data('menu-label'));
+  $('.navbar-toggler').attr('aria-label', $('meta[name=billing-menu-label]').attr('content'));
 });
