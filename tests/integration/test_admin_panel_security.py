@@ -487,7 +487,7 @@ async def test_exported_cells_that_a_spreadsheet_would_run_are_escaped(
     assert row["Refunded at"] == ""  # no value, no "None"
     assert row["Amount"] == "499.00"
     [promo] = exported(await marta.get("/admin/promo-code/export/csv"))
-    assert promo["created_by"] == f"'{subject}"
-    assert promo["code"] == "SPRING25"
+    assert promo["Created by"] == f"'{subject}"
+    assert promo["Code"] == "SPRING25"
     [entry] = exported(await marta.get("/admin/audit-entry/export/csv?entity_type=promo_codes"))
     assert entry["Who"] == f"'{subject}"
