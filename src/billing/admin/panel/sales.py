@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqladmin import action
-from sqladmin.fields import SelectField, TimezoneAwareDateTimeField, UuidField
+from sqladmin.fields import SelectField, UuidField
 from sqladmin.filters import ForeignKeyFilter, StaticValuesFilter
 from sqladmin.flash import FlashLevel
 from sqlalchemy import Select, select
@@ -20,6 +20,7 @@ from billing.admin.panel.base import (
     InputFilter,
     control,
     moment,
+    moment_field,
     moment_filter,
     money,
     notify,
@@ -209,9 +210,14 @@ class SubscriptionAdmin(BillingView, model=Subscription):
         Subscription.updated_at,
     ]
     column_labels = {  # noqa: RUF012
-        Subscription.user_id: "user",
-        Subscription.tariff_id: "tariff",
-        Subscription.current_period_end: "period end",
+        Subscription.id: Label("Subscription"),
+        Subscription.user_id: Label("User"),
+        Subscription.tariff_id: Label("Tariff"),
+        Subscription.role: Label("Role"),
+        Subscription.status: Label("Status"),
+        Subscription.current_period_end: Label("Period end"),
+        Subscription.created_at: Label("Created"),
+        Subscription.updated_at: Label("Updated"),
         Subscription.auto_renew: Label("Auto-renewal"),
         METHOD_TITLE: Label("Payment method"),
         Subscription.payment_method_id: Label("Payment method id"),
@@ -219,9 +225,12 @@ class SubscriptionAdmin(BillingView, model=Subscription):
         Subscription.renewal_months: Label("Months per renewal"),
     }
     column_formatters = {  # noqa: RUF012
+        Subscription.user_id: lambda row, _: short_id(row.user_id),
+        Subscription.status: lambda row, _: gettext(row.status),
         Subscription.auto_renew: lambda row, _: yes_or_no(row.auto_renew),
     }
     column_formatters_detail = {  # noqa: RUF012
+        Subscription.status: lambda row, _: gettext(row.status),
         Subscription.auto_renew: lambda row, _: yes_or_no(row.auto_renew),
     }
     column_sortable_list = [  # noqa: RUF012
@@ -246,7 +255,11 @@ class SubscriptionAdmin(BillingView, model=Subscription):
     async def form_fields(self) -> dict[str, Field]:
         tariffs = await self._run_query(select(Tariff).order_by(Tariff.code))
         choices = [
-            (str(t.id), t.code if t.is_active else f"{t.code} (not on sale)") for t in tariffs
+            (
+                str(t.id),
+                t.code if t.is_active else gettext("%(code)s (not on sale)") % {"code": t.code},
+            )
+            for t in tariffs
         ]
         return {
             "user_id": UuidField(
@@ -260,12 +273,10 @@ class SubscriptionAdmin(BillingView, model=Subscription):
                 "is revoked and the new one granted.",
                 render_kw=control(),
             ),
-            "current_period_end": TimezoneAwareDateTimeField(
+            "current_period_end": moment_field(
                 "Period end",
-                [validators.Optional()],
                 description="UTC. Empty: keep the period end of the live subscription "
                 "(required for a user with none).",
-                render_kw=control(),
             ),
         }
 
