@@ -172,6 +172,9 @@ def serve(
             # reached the app. h11 refuses a head that grows past this bound.
             http="h11",
             h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+            # The peer stays the peer: which proxies' X-Forwarded-For is believed is billing's
+            # own rule (BILLING_TRUSTED_PROXIES), not uvicorn's default of trusting 127.0.0.1.
+            proxy_headers=False,
         )
 
 

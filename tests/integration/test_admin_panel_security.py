@@ -11,6 +11,7 @@ import io
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from ipaddress import ip_network
 
 import httpx
 import pytest
@@ -108,6 +109,35 @@ async def test_the_sixth_login_from_an_address_is_refused_whatever_the_account(
         assert is_throttled(await login(browser, "marta"))
     async with browser_at(app, "203.0.113.51") as elsewhere:
         assert (await login(elsewhere, "marta")).status_code == 302
+
+
+async def test_behind_a_trusted_proxy_failures_are_counted_per_forwarded_client(
+    settings: Settings, sessions: Sessions, clock: FrozenClock
+) -> None:
+    """Through nginx every login has the proxy as its peer: counted per peer, one guesser
+    would lock every admin out. Behind ``BILLING_TRUSTED_PROXIES`` the forwarded client is
+    counted; a peer that is no trusted proxy cannot choose its address by the header."""
+    behind_nginx = settings.model_copy(update={"trusted_proxies": (ip_network("10.0.0.0/24"),)})
+    app = create_app(behind_nginx, clock=clock)
+    await add_admin(sessions, "marta")
+
+    def through(peer: str, forwarded: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(peer, 50000))
+        return httpx.AsyncClient(
+            transport=transport,
+            base_url="http://billing.test",
+            headers={"X-Forwarded-For": forwarded},
+        )
+
+    async with through("10.0.0.2", "198.51.100.66") as guesser:
+        for username in ("root", "admin", "nobody", "test", "olga"):
+            assert (await login(guesser, username, WRONG)).status_code == 400
+        assert is_throttled(await login(guesser, "marta"))
+    async with through("10.0.0.2", "198.51.100.77") as colleague:  # same proxy, other person
+        assert (await login(colleague, "marta")).status_code == 302
+    # Straight from the guesser's address, naming another in the header: still the guesser.
+    async with through("198.51.100.66", "192.0.2.1") as direct:
+        assert is_throttled(await login(direct, "marta"))
 
 
 async def test_logins_are_allowed_again_once_the_window_has_passed(

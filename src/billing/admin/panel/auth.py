@@ -4,6 +4,7 @@ random cookie token, roles, and changes accepted only from the panel's own pages
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +25,9 @@ from billing.admin.service import (
     log_in,
     save_session_data,
 )
+from billing.checkout.trusted_networks import client_address
 from billing.clock import Clock
+from billing.config import IpNetwork
 from billing.db import transaction
 from billing.models import AdminRole, AdminSession, AdminUser
 
@@ -94,6 +97,7 @@ class AdminLogin(AuthenticationBackend):
         path: str,
         https_only: bool,
         default_locale: str,
+        trusted_proxies: Sequence[IpNetwork] = (),
     ) -> None:
         # Not SQLAdmin's signed-cookie sessions: the server must be able to end a session.
         self.middlewares = [Middleware(ServerSessions, sessions=sessions, clock=clock)]
@@ -102,6 +106,18 @@ class AdminLogin(AuthenticationBackend):
         self.path = path
         self.https_only = https_only
         self.default_locale = default_locale
+        self.trusted_proxies = trusted_proxies
+
+    def _address(self, request: Request) -> str:
+        """Where a login comes from, for counting failures per address: the peer, or behind
+        ``BILLING_TRUSTED_PROXIES`` the client they forwarded (the rule ЮKassa's
+        notifications are checked by) — else every login through nginx would share one."""
+        address = client_address(
+            request.client.host if request.client else None,
+            request.headers.getlist("x-forwarded-for"),
+            self.trusted_proxies,
+        )
+        return "unknown" if address is None else str(address)
 
     async def login(self, request: Request) -> Response | bool:
         """Raises ``LoginThrottled`` (the panel answers 429)."""
@@ -113,7 +129,7 @@ class AdminLogin(AuthenticationBackend):
             self.sessions,
             username=username,
             password=password,
-            address=request.client.host if request.client else "unknown",
+            address=self._address(request),
             now=self.clock.now(),
         )
         if opened is None:

@@ -196,6 +196,7 @@ class BillingAdmin(Admin):
                 path=base_url,
                 https_only=settings.public_url.startswith("https://"),
                 default_locale=settings.admin_locale,
+                trusted_proxies=settings.trusted_proxies or (),
             ),
             authorization_backend=RoleAccess(admin_only),
             # The language is the account's (set on authentication), else the setting's;
