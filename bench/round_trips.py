@@ -68,17 +68,25 @@ class Counts:
 
         dialect.do_ping = counted_ping  # type: ignore[method-assign]
 
+        # SQLAlchemy reports a transaction's begin and end on an autocommit connection too,
+        # where the driver sends neither (db.read_only_statements, read_session_factory).
+        def sent(conn: Any) -> bool:
+            return not conn.connection.dbapi_connection.autocommit
+
         @event.listens_for(engine, "begin")
-        def begin(*args: Any) -> None:
-            self.statements["(BEGIN)"] += 1
+        def begin(conn: Any) -> None:
+            if sent(conn):
+                self.statements["(BEGIN)"] += 1
 
         @event.listens_for(engine, "commit")
-        def commit(*args: Any) -> None:
-            self.statements["(COMMIT)"] += 1
+        def commit(conn: Any) -> None:
+            if sent(conn):
+                self.statements["(COMMIT)"] += 1
 
         @event.listens_for(engine, "rollback")
-        def rollback(*args: Any) -> None:
-            self.statements["(ROLLBACK)"] += 1
+        def rollback(conn: Any) -> None:
+            if sent(conn):
+                self.statements["(ROLLBACK)"] += 1
 
 
 async def measure(url: str, requests: int) -> dict[str, Any]:

@@ -125,6 +125,12 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=_Session, expire_on_commit=False)
 
 
+async def read_only_statements(session: AsyncSession) -> None:
+    """This session only reads, and needs no two reads to agree: its statements go alone,
+    without the BEGIN and ROLLBACK around them (as ``read_session_factory``'s). Call it first."""
+    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
 def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions for answers read with one statement (the catalogue, entitlements, a viewer's
     own rows), on the same pool: autocommit, so PostgreSQL gets the SELECT alone, without a

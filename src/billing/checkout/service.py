@@ -46,7 +46,7 @@ from billing.checkout.providers.registry import Providers, UnknownProvider
 from billing.checkout.receipts import sale_receipt
 from billing.checkout.refund_window import refund_deadline, refund_window_open
 from billing.config import Settings
-from billing.db import transaction
+from billing.db import read_only_statements, transaction
 from billing.errors import Problem
 from billing.models import (
     Invoice,
@@ -503,6 +503,7 @@ async def sync_payment(
     its own key, which answers the one the provider made, if any. With ``owner``, another
     user's payment is not found (the viewer's confirm: one read checks both)."""
     async with sessions() as session:
+        await read_only_statements(session)
         payment = await session.get(Payment, payment_id)
         if payment is None or owner not in (None, payment.user_id):
             raise PAYMENT_NOT_FOUND()
@@ -963,6 +964,7 @@ async def handle_notification(
     ):
         return None
     async with sessions() as session:
+        await read_only_statements(session)
         payment = await webhook_events.notified_payment(
             session, provider=provider.name, notification=notification
         )
