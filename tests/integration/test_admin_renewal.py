@@ -219,7 +219,11 @@ async def test_the_panel_shows_renewal_and_turns_it_off_audited(
     action = f"/admin/subscription/action/turn-off-renewal?pks={subscription['id']}"
     assert action in details.text
 
-    turned_off = await marta.get(action)
+    # From the subscription's page (the browser names it, the panel's Referrer-Policy being
+    # same-origin), back to it; a page elsewhere is never where the panel sends anyone.
+    elsewhere = await marta.get(action, headers={"Referer": "https://evil.example/admin/"})
+    assert elsewhere.headers["location"].endswith("/admin/subscription/list")
+    turned_off = await marta.get(action, headers={"Referer": str(marta.base_url.join(details_url))})
     assert turned_off.status_code == 302
     assert turned_off.headers["location"].endswith(details_url)
     page = await marta.get(details_url)

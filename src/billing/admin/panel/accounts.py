@@ -8,8 +8,8 @@ import uuid
 from typing import Any
 
 from sqladmin import action, expose
-from sqladmin.flash import FlashLevel
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -116,22 +116,15 @@ class AdminUserAdmin(BillingView, model=AdminUser):
     # Deactivate, reactivate ---------------------------------------------------------------
 
     async def _set_active(self, request: Request, active: bool, done: str) -> Response:
-        changed, refused = [], []
-        for pk in filter(None, request.query_params.get("pks", "").split(",")):
-            try:
-                async with self.transaction() as session:
-                    user = await set_admin_user_active(
-                        session, uuid.UUID(pk), active, by=current_admin(request)
-                    )
-                changed.append(user.username)
-            except ValueError:
-                refused.append(f"{pk}: {gettext('not an account id')}")
-            except Problem as problem:
-                refused.append(problem.detail)
+        async def set_active(session: AsyncSession, pk: str) -> str:
+            user = await set_admin_user_active(
+                session, uuid.UUID(pk), active, by=current_admin(request)
+            )
+            return user.username
+
+        changed = await self.for_each_selected(request, set_active, not_an_id="not an account id")
         if changed:
             notify(request, f"{gettext(done)}: {', '.join(changed)}")
-        if refused:
-            notify(request, "; ".join(refused), FlashLevel.error)
         # The list, from the list or a detail page alike: it shows who can log in now.
         return RedirectResponse(request.url_for("admin:list", identity=self.identity), 302)
 

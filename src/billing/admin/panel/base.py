@@ -7,7 +7,7 @@ from __future__ import annotations
 import builtins
 import logging
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -69,6 +69,7 @@ from billing.errors import Problem
 from billing.money import MAX_AMOUNT, format_amount, parse_amount
 
 Schema = TypeVar("Schema", bound=BaseModel)
+_Changed = TypeVar("_Changed")
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 STATIC = Path(__file__).resolve().parent.parent / "static"  # served beside SQLAdmin's
 log = logging.getLogger(__name__)
@@ -436,6 +437,39 @@ class BillingView(ModelView):
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         async with transaction(self.panel.sessions) as session:
             yield session
+
+    async def for_each_selected(
+        self,
+        request: Request,
+        change: Callable[[AsyncSession, str], Awaitable[_Changed]],
+        *,
+        not_an_id: str,
+    ) -> list[_Changed]:
+        """An action's change applied to each row it was given (``?pks=``), each in its own
+        transaction so one refusal keeps none of the others from happening; answers what the
+        changes returned, and shows the refusals (``ValueError``: not an id of this list;
+        ``Problem``: the service's reason)."""
+        changed: list[_Changed] = []
+        refused = []
+        for pk in filter(None, request.query_params.get("pks", "").split(",")):
+            try:
+                async with self.transaction() as session:
+                    changed.append(await change(session, pk))
+            except ValueError:
+                refused.append(f"{pk}: {gettext(not_an_id)}")
+            except Problem as problem:
+                refused.append(f"{pk}: {gettext(problem.detail)}")
+        if refused:
+            notify(request, "; ".join(refused), FlashLevel.error)
+        return changed
+
+    def back_from_action(self, request: Request) -> RedirectResponse:
+        """Where an action returns: the page it was started from (a row's page or the
+        list), else the list."""
+        listed = str(request.url_for("admin:list", identity=self.identity))
+        came_from = request.headers.get("referer", "")
+        own = came_from.startswith(str(request.url_for("admin:index")))  # never elsewhere
+        return RedirectResponse(came_from if own else listed, status_code=302)
 
     # Forms --------------------------------------------------------------------------------
 

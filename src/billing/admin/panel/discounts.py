@@ -9,11 +9,10 @@ from typing import Any
 from sqladmin import action
 from sqladmin.fields import BooleanField, UuidField
 from sqladmin.filters import BooleanFilter
-from sqladmin.flash import FlashLevel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from wtforms import (
     Field,
     IntegerField,
@@ -402,30 +401,22 @@ class PromoCodeAdmin(BillingView, model=PromoCode):
         return await self._set_active(request, active=True)
 
     async def _set_active(self, request: Request, *, active: bool) -> Response:
-        changed, refused = 0, []
-        for pk in filter(None, request.query_params.get("pks", "").split(",")):
-            try:
-                async with self.transaction() as session:
-                    promo = await _promo(session, pk)
-                    if promo.is_active != active:
-                        await self._change(request, session, promo, {"is_active": active})
-                        changed += 1
-            except Problem as problem:
-                refused.append(gettext(problem.detail))
-        if changed:
+        async def set_active(session: AsyncSession, pk: str) -> bool:
+            promo = await _promo(session, pk)
+            if promo.is_active == active:
+                return False
+            await self._change(request, session, promo, {"is_active": active})
+            return True
+
+        changes = await self.for_each_selected(request, set_active, not_an_id="not a promo code")
+        if any(changes):
             done = (
                 "Promo codes reactivated: %(count)s"
                 if active
                 else "Promo codes deactivated: %(count)s"
             )
-            notify(request, gettext(done) % {"count": changed})
-        if refused:
-            notify(request, "; ".join(refused), FlashLevel.error)
-        # Back where the admin was: the code's page or the list.
-        back = request.headers.get("referer") or str(
-            request.url_for("admin:list", identity=self.identity)
-        )
-        return RedirectResponse(back, status_code=302)
+            notify(request, gettext(done) % {"count": sum(changes)})
+        return self.back_from_action(request)
 
     async def details_context(self, request: Request) -> dict[str, Any]:
         async with self.transaction() as session:

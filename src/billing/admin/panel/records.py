@@ -9,13 +9,12 @@ from typing import Any
 
 from sqladmin import action
 from sqladmin.filters import AllUniqueStringValuesFilter, StaticValuesFilter
-from sqladmin.flash import FlashLevel
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from billing.admin.panel.base import BillingView, notify
 from billing.admin.panel.locale import Label, clipped, dotted, gettext, short_id
-from billing.errors import Problem
 from billing.models import AuditEntry, OutboxEvent, OutboxStatus
 from billing.outbox.service import retry_event
 
@@ -183,20 +182,12 @@ class OutboxEventAdmin(BillingView, model=OutboxEvent):
         confirmation_message=Label("Deliver the selected events again now?"),
     )
     async def retry(self, request: Request) -> Response:
-        retried, refused = 0, []
-        for pk in filter(None, request.query_params.get("pks", "").split(",")):
-            try:
-                async with self.transaction() as session:
-                    await retry_event(
-                        session, uuid.UUID(pk), actor=self.actor(request), now=self.now()
-                    )
-                retried += 1
-            except ValueError:
-                refused.append(f"{pk}: {gettext('not an event id')}")
-            except Problem as problem:
-                refused.append(f"{pk}: {problem.detail}")
+        async def retry_now(session: AsyncSession, pk: str) -> None:
+            await retry_event(session, uuid.UUID(pk), actor=self.actor(request), now=self.now())
+
+        retried = await self.for_each_selected(request, retry_now, not_an_id="not an event id")
         if retried:
-            notify(request, gettext("Events due for delivery now: %(count)s") % {"count": retried})
-        if refused:
-            notify(request, "; ".join(refused), FlashLevel.error)
+            notify(
+                request, gettext("Events due for delivery now: %(count)s") % {"count": len(retried)}
+            )
         return RedirectResponse(request.url_for("admin:list", identity=self.identity), 302)

@@ -9,10 +9,10 @@ from typing import Any
 from sqladmin import action
 from sqladmin.fields import SelectField, UuidField
 from sqladmin.filters import ForeignKeyFilter, StaticValuesFilter
-from sqladmin.flash import FlashLevel
 from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from wtforms import Field, validators
 
 from billing.admin.panel.base import (
@@ -320,26 +320,14 @@ class SubscriptionAdmin(BillingView, model=Subscription):
     )
     async def turn_off_auto_renewal(self, request: Request) -> Response:
         """The viewer's auto-renewal off, as their own ``cancel`` does (audited)."""
-        done, refused = 0, []
-        pks = [pk for pk in request.query_params.get("pks", "").split(",") if pk]
-        for pk in pks:
-            try:
-                async with self.transaction() as session:
-                    await turn_off_renewal(session, uuid.UUID(pk), actor=self.actor(request))
-                done += 1
-            except ValueError:
-                refused.append(f"{pk}: {gettext('not a subscription id')}")
-            except Problem as problem:
-                refused.append(f"{pk}: {problem.detail}")
+
+        async def turn_off(session: AsyncSession, pk: str) -> None:
+            await turn_off_renewal(session, uuid.UUID(pk), actor=self.actor(request))
+
+        done = await self.for_each_selected(request, turn_off, not_an_id="not a subscription id")
         if done:
-            notify(request, gettext("Auto-renewal is off: %(count)s") % {"count": done})
-        if refused:
-            notify(request, "; ".join(refused), FlashLevel.error)
-        if len(pks) == 1 and done:  # from a subscription's page: back to it
-            back = request.url_for("admin:details", identity=self.identity, pk=pks[0])
-        else:
-            back = request.url_for("admin:list", identity=self.identity)
-        return RedirectResponse(back, status_code=302)
+            notify(request, gettext("Auto-renewal is off: %(count)s") % {"count": len(done)})
+        return self.back_from_action(request)
 
     async def _change(
         self, request: Request, user_id: uuid.UUID, data: dict[str, Any], kept: datetime | None
