@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -33,6 +32,7 @@ from billing.subscriptions.periods import add_months
 from tests.e2e.test_money_path_process import TOKENS, Billing, viewer_headers
 from tests.e2e.test_serve_process import BILLING
 from tests.integration.checkout_helpers import PROVIDERS
+from tests.local_http import QuietHandler, serving
 
 DUE_NOW = {"BILLING_RENEW_BEFORE": "P40D"}  # a one-month period ends well within 40 days
 RETRY_SOON = {**DUE_NOW, "BILLING_RENEW_RETRY": "PT1S,PT2S"}
@@ -75,9 +75,7 @@ class NotificationSink:
     def serving(self) -> Iterator[str]:
         sink = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with sink._lock:
@@ -86,18 +84,8 @@ class NotificationSink:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}/events"
-        finally:
-            server.shutdown()
-            server.server_close()
+        with serving(Handler) as url:
+            yield f"{url}/events"
 
 
 @dataclass

@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from tests.conftest import TEST_JWT_SECRET
 from tests.e2e.test_money_path_process import viewer_headers
 from tests.e2e.test_serve_process import BILLING, environment, free_port, wait_until_healthy
 from tests.integration.checkout_helpers import add_tariff
+from tests.local_http import QuietHandler, serving
 
 VIEWERS = 40
 
@@ -43,9 +43,7 @@ def recording_receiver() -> Iterator[tuple[str, Counter[str]]]:
     keys: Counter[str] = Counter()
     lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Handler(QuietHandler):
         def _answer(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             with lock:
@@ -65,18 +63,8 @@ def recording_receiver() -> Iterator[tuple[str, Counter[str]]]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", keys
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url, keys
 
 
 def rows(database_url: str, query: str) -> list[tuple[Any, ...]]:
