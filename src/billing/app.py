@@ -20,7 +20,7 @@ from billing.checkout import endpoints as checkout_endpoints
 from billing.checkout.providers.registry import providers_from_settings
 from billing.clock import Clock, SystemClock
 from billing.config import Settings
-from billing.db import create_engine, read_session_factory, session_factory
+from billing.db import create_engine, session_factory
 from billing.docs_assets import install_docs
 from billing.errors import install_error_handlers
 from billing.http_limits import BodySizeLimit
@@ -89,7 +89,6 @@ def create_app(
     app.state.clock = clock or SystemClock()
     app.state.engine = engine
     app.state.sessions = sessions
-    app.state.read_sessions = read_session_factory(engine)
     install_error_handlers(app)
     install_openapi(app)  # every error each operation answers, as problem+json
     app.add_middleware(BodySizeLimit)  # inside the metrics, so refusals are counted

@@ -126,17 +126,12 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 async def read_only_statements(session: AsyncSession) -> None:
-    """This session only reads, and needs no two reads to agree: its statements go alone,
-    without the BEGIN and ROLLBACK around them (as ``read_session_factory``'s). Call it first."""
+    """This session only reads, and needs no two reads to agree (the catalogue,
+    entitlements, a viewer's own rows, a payment before its provider is asked): its
+    statements go alone on an autocommit connection of the same pool, without a BEGIN
+    before them and a ROLLBACK after (a one-statement read: 3 round trips become 1). Call it
+    first; never on a session that writes."""
     await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-
-
-def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions for answers read with one statement (the catalogue, entitlements, a viewer's
-    own rows), on the same pool: autocommit, so PostgreSQL gets the SELECT alone, without a
-    BEGIN before it and a ROLLBACK after (3 round trips become 1). Not for anything that
-    writes, or reads twice and needs both reads to agree."""
-    return session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
 
 @asynccontextmanager

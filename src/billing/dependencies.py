@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.clock import Clock
 from billing.config import Settings
+from billing.db import read_only_statements
 
 
 async def get_settings(request: Request) -> Settings:
@@ -45,8 +46,9 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """A session for an answer read with one statement (``db.read_session_factory``)."""
-    async with request.app.state.read_sessions() as session:
+    """A session for an answer that only reads (``db.read_only_statements``)."""
+    async with request.app.state.sessions() as session:
+        await read_only_statements(session)
         yield session
 
 
