@@ -188,8 +188,9 @@ async def relay_until_done(
     clock 10 s later each time) until no event is pending. Answers when it started and
     ended (monotonic, the same clock in every process), its CPU seconds and its events."""
     from billing.db import create_engine, session_factory
+    from billing.outbox.events import Receiver
     from billing.outbox.relay import deliver_outbox
-    from billing.outbox.sinks import LogSink, Receiver, Sink
+    from billing.outbox.sinks import LogSink, Sink
 
     engine = create_engine(url)
     sessions = session_factory(engine)

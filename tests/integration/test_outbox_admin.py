@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.clock import FrozenClock
 from billing.db import transaction
-from billing.outbox.events import EventType
+from billing.outbox.events import EventType, Receiver
 from billing.outbox.relay import DeliveryReport, deliver_outbox
 from billing.outbox.service import add_event
-from billing.outbox.sinks import LogSink, NotifyHttpSink, Receiver, Sink
+from billing.outbox.sinks import LogSink, NotifyHttpSink, Sink
 from tests.outbox_events import example
 
 Sessions = async_sessionmaker[AsyncSession]

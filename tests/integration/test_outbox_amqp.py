@@ -24,10 +24,10 @@ from billing.clock import FrozenClock
 from billing.config import Settings
 from billing.db import transaction
 from billing.models import OutboxEvent
-from billing.outbox.events import EventType
+from billing.outbox.events import EventType, Receiver
 from billing.outbox.relay import DeliveryReport, deliver_outbox
 from billing.outbox.service import add_event
-from billing.outbox.sinks import EXCHANGE, LogSink, NotifyAmqpSink, Receiver, Sink
+from billing.outbox.sinks import EXCHANGE, LogSink, NotifyAmqpSink, Sink
 from billing.outbox.tasks import run_deliver_outbox
 from tests.outbox_events import example
 

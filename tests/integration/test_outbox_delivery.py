@@ -25,7 +25,7 @@ from billing.clock import FrozenClock
 from billing.config import Settings
 from billing.db import transaction
 from billing.models import OutboxEvent
-from billing.outbox.events import EventType
+from billing.outbox.events import EventType, Receiver
 from billing.outbox.relay import LEASE, DeliveryReport, deliver_outbox
 from billing.outbox.service import add_event
 from billing.outbox.sinks import (
@@ -33,7 +33,6 @@ from billing.outbox.sinks import (
     LogSink,
     NotifyHttpSink,
     OutgoingEvent,
-    Receiver,
     Sink,
 )
 from billing.outbox.tasks import run_deliver_outbox

@@ -79,7 +79,8 @@ from sqlalchemy.orm import aliased
 
 from billing.db import transaction
 from billing.models import OutboxEvent, OutboxStatus
-from billing.outbox.sinks import RECEIVER_OF, DeliveryFailed, OutgoingEvent, Receiver, Sink
+from billing.outbox.events import RECEIVER_OF, Receiver
+from billing.outbox.sinks import DeliveryFailed, OutgoingEvent, Sink
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishErr
 
 from billing.config import Settings
 from billing.models import OutboxEvent
-from billing.outbox.events import RECEIVER_OF as RECEIVER_OF  # the relay routes by it
-from billing.outbox.events import EventType
-from billing.outbox.events import Receiver as Receiver  # the relay's too
+from billing.outbox.events import EventType, Receiver
 
 log = logging.getLogger(__name__)
 
