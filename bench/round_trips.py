@@ -69,7 +69,7 @@ class Counts:
         dialect.do_ping = counted_ping  # type: ignore[method-assign]
 
         # SQLAlchemy reports a transaction's begin and end on an autocommit connection too,
-        # where the driver sends neither (db.read_only_statements).
+        # where the driver sends neither (db.autocommit_statements).
         def sent(conn: Any) -> bool:
             return not conn.connection.dbapi_connection.autocommit
 

@@ -125,12 +125,13 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=_Session, expire_on_commit=False)
 
 
-async def read_only_statements(session: AsyncSession) -> None:
-    """This session only reads, and needs no two reads to agree (the catalogue,
-    entitlements, a viewer's own rows, a payment before its provider is asked): its
-    statements go alone on an autocommit connection of the same pool, without a BEGIN
-    before them and a ROLLBACK after (a one-statement read: 3 round trips become 1). Call it
-    first; never on a session that writes."""
+async def autocommit_statements(session: AsyncSession) -> None:
+    """Each statement of this session is its own transaction, on an autocommit connection
+    of the same pool: no BEGIN before it, no COMMIT or ROLLBACK after (a one-statement read:
+    3 round trips become 1). For a session that only reads and needs no two reads to agree
+    (the catalogue, entitlements, a viewer's own rows, a payment before its provider is
+    asked), or whose one write is atomic by itself (a conditional ``UPDATE``). Call it
+    first; never on a session whose changes must commit together."""
     await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.clock import Clock
 from billing.config import Settings
-from billing.db import read_only_statements
+from billing.db import autocommit_statements
 
 
 async def get_settings(request: Request) -> Settings:
@@ -46,9 +46,9 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """A session for an answer that only reads (``db.read_only_statements``)."""
+    """A session for an answer that only reads (``db.autocommit_statements``)."""
     async with request.app.state.sessions() as session:
-        await read_only_statements(session)
+        await autocommit_statements(session)
         yield session
 
 

@@ -46,7 +46,7 @@ from billing.checkout.providers.registry import Providers, UnknownProvider
 from billing.checkout.receipts import sale_receipt
 from billing.checkout.refund_window import refund_deadline, refund_window_open
 from billing.config import Settings
-from billing.db import read_only_statements, transaction
+from billing.db import autocommit_statements, transaction
 from billing.errors import Problem
 from billing.models import (
     Invoice,
@@ -503,7 +503,7 @@ async def sync_payment(
     its own key, which answers the one the provider made, if any. With ``owner``, another
     user's payment is not found (the viewer's confirm: one read checks both)."""
     async with sessions() as session:
-        await read_only_statements(session)
+        await autocommit_statements(session)
         payment = await session.get(Payment, payment_id)
         if payment is None or owner not in (None, payment.user_id):
             raise PAYMENT_NOT_FOUND()
@@ -697,9 +697,12 @@ async def _settle(
     invoice.paid_at = payment.paid_at if payment else now
     if invoice.promo_code_id is not None:
         await redeem_promo_reservation(session, invoice.id)
-    subscription, start, end = await extend_subscription(
-        session, user_id=invoice.user_id, tariff=tariff, months=invoice.months, now=now
-    )
+    # Not flushed before the subscription's upsert: the payment's status and its period
+    # then go in one UPDATE at the commit, not two (the rows are locked already).
+    with session.no_autoflush:
+        subscription, start, end = await extend_subscription(
+            session, user_id=invoice.user_id, tariff=tariff, months=invoice.months, now=now
+        )
     if payment is not None:
         payment.period_start, payment.period_end = start, end
         if payment.save_payment_method and saved_method is not None:
@@ -964,7 +967,7 @@ async def handle_notification(
     ):
         return None
     async with sessions() as session:
-        await read_only_statements(session)
+        await autocommit_statements(session)
         payment = await webhook_events.notified_payment(
             session, provider=provider.name, notification=notification
         )
