@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +21,26 @@ from billing.subscriptions.periods import extension, period_end_after_refund
 LIVE = (SubscriptionStatus.ACTIVE, SubscriptionStatus.GRACE)
 
 
+# Built once: constructing an upsert (its ``excluded`` columns above all) costs more CPU
+# than SQLAlchemy's cached compilation of it, and this runs on every settlement and refund.
+_INSERTED = insert(Subscription).values(
+    id=bindparam("id"),
+    user_id=bindparam("user_id"),
+    tariff_id=bindparam("tariff_id"),
+    role=bindparam("role"),
+    status=SubscriptionStatus.EXPIRED,
+    current_period_end=bindparam("now"),
+)
+_LOCK_OR_CREATE = (
+    _INSERTED.on_conflict_do_update(
+        index_elements=["user_id", "tariff_id"],
+        set_={"tariff_id": _INSERTED.excluded.tariff_id},
+    )
+    .returning(Subscription)
+    .execution_options(populate_existing=True)
+)
+
+
 async def locked_subscription(
     session: AsyncSession, user_id: uuid.UUID, tariff: Tariff, now: datetime
 ) -> Subscription:
@@ -29,22 +49,14 @@ async def locked_subscription(
     One statement: the upsert's no-op update on a conflict takes the existing row's lock and
     answers it, where an insert-or-nothing and a SELECT … FOR UPDATE were two round trips on
     every settlement."""
-    inserted = insert(Subscription).values(
-        id=uuid.uuid4(),
-        user_id=user_id,
-        tariff_id=tariff.id,
-        role=tariff.role,
-        status=SubscriptionStatus.EXPIRED,
-        current_period_end=now,
-    )
-    subscription = await session.scalar(
-        inserted.on_conflict_do_update(
-            index_elements=["user_id", "tariff_id"],
-            set_={"tariff_id": inserted.excluded.tariff_id},
-        )
-        .returning(Subscription)
-        .execution_options(populate_existing=True)
-    )
+    parameters = {
+        "id": uuid.uuid4(),
+        "user_id": user_id,
+        "tariff_id": tariff.id,
+        "role": tariff.role,
+        "now": now,
+    }
+    subscription = await session.scalar(_LOCK_OR_CREATE, parameters)
     assert subscription is not None
     return subscription
 
