@@ -11,7 +11,12 @@ run is bounded by design: the next scheduled run continues), and records:
   job's own share is visible (imports and the connection pool are most of a peak);
 * the duration of the first and the last run, to show whether later runs slow down;
 * optionally (``--tracemalloc``, one extra process per job and N, not timed) the peak of
-  Python allocations during the job.
+  Python allocations during the job;
+* for the two subscription jobs, the time of the baseline issue 15 measures them against:
+  the same update and the same events done by hand-written set-based SQL
+  (``WITH moved AS (UPDATE … RETURNING …) INSERT INTO outbox_events SELECT …``, one statement
+  per pass, in one transaction), timed on a fresh fill of the same N, and the job's time ÷
+  the baseline's.
 
 Every (job, N) is measured ``--repeats`` times (fresh rows, fresh process) and the median is
 reported; the tables are checked afterwards (every row in its final state, every event
@@ -208,6 +213,77 @@ CHECKS: dict[str, list[tuple[str, str]]] = {
 }
 
 
+# The baseline: one hand-written set-based statement per pass, doing the job's update and
+# writing its events (the columns ``outbox.service.add_event`` writes, the payloads of the
+# event models; the session's time zone is UTC so timestamps read as ``isoformat()`` does).
+# expire-subscriptions measures both passes, as the job's run does on this fill:
+# active → grace with ``subscription.expired``, then grace → expired with ``role.revoke``.
+# remind-expiring: the fill has no auto-renewing subscription, so no reminder is priced.
+BASELINES: dict[str, list[str]] = {
+    "expire-subscriptions": [
+        """
+WITH moved AS (
+    UPDATE subscriptions SET status = 'grace', updated_at = now()
+    WHERE status = 'active' AND current_period_end <= %(now)s
+    RETURNING id, user_id, tariff_id, role, current_period_end
+)
+INSERT INTO outbox_events (id, type, user_id, payload, status, attempts, next_attempt_at,
+                           occurred_at)
+SELECT gen_random_uuid(), 'subscription.expired', user_id,
+       jsonb_build_object('subscription_id', id, 'tariff_id', tariff_id, 'role', role,
+                          'current_period_end', current_period_end,
+                          'access_until', current_period_end + %(grace)s),
+       'pending', 0, %(now)s, %(now)s
+FROM moved
+""",
+        """
+WITH moved AS (
+    UPDATE subscriptions SET status = 'expired', updated_at = now()
+    WHERE status = 'grace' AND current_period_end <= %(now)s - %(grace)s
+    RETURNING id, user_id, role
+)
+INSERT INTO outbox_events (id, type, user_id, payload, status, attempts, next_attempt_at,
+                           occurred_at)
+SELECT gen_random_uuid(), 'role.revoke', user_id,
+       jsonb_build_object('role', role, 'subscription_id', id),
+       'pending', 0, %(now)s, %(now)s
+FROM moved
+""",
+    ],
+    "remind-expiring": [
+        """
+WITH moved AS (
+    UPDATE subscriptions SET reminded_for_period_end = current_period_end, updated_at = now()
+    WHERE status = 'active'
+      AND current_period_end > %(now)s AND current_period_end <= %(now)s + %(remind)s
+      AND reminded_for_period_end IS DISTINCT FROM current_period_end
+    RETURNING id, user_id, tariff_id, role, current_period_end
+)
+INSERT INTO outbox_events (id, type, user_id, payload, status, attempts, next_attempt_at,
+                           occurred_at)
+SELECT gen_random_uuid(), 'subscription.expiring', user_id,
+       jsonb_build_object('subscription_id', id, 'tariff_id', tariff_id, 'role', role,
+                          'current_period_end', current_period_end, 'auto_renew', false),
+       'pending', 0, %(now)s, %(now)s
+FROM moved
+""",
+    ],
+}
+
+
+def run_baseline(url: str, job: str, now: datetime) -> float:
+    """The baseline's statements in one transaction, commit included; answers seconds."""
+    params = {"now": now, "grace": GRACE_PERIOD, "remind": REMIND_BEFORE}
+    with psycopg.connect(libpq_url(url)) as connection:
+        connection.execute("SET TIME ZONE 'UTC'")
+        connection.commit()
+        started = time.perf_counter()
+        for statement in BASELINES[job]:
+            connection.execute(statement, params)
+        connection.commit()
+        return time.perf_counter() - started
+
+
 def check_done(url: str, job: str) -> None:
     with psycopg.connect(libpq_url(url)) as connection:
         for what, sql in CHECKS[job]:
@@ -350,17 +426,22 @@ class Result:
     outcomes: list[Outcome]
     traced_peak_kb: int | None
     fill_seconds: float
+    baseline_seconds: list[float]  # empty: no baseline for this job
 
     def summary(self) -> dict[str, Any]:
         outcomes = self.outcomes
         typical = sorted(outcomes, key=lambda o: o.seconds)[len(outcomes) // 2]
-
+        baseline = median(self.baseline_seconds) if self.baseline_seconds else None
+        seconds = median([o.seconds for o in outcomes])
         return {
             "job": self.job,
             "n": self.n,
             "runs": outcomes[0].runs,
-            "seconds": median([o.seconds for o in outcomes]),
+            "seconds": seconds,
             "seconds_all": [round(o.seconds, 3) for o in outcomes],
+            "baseline_seconds": baseline,
+            "baseline_seconds_all": [round(value, 3) for value in self.baseline_seconds],
+            "job_over_baseline": None if baseline is None else seconds / baseline,
             "rows_per_s": median([o.rows / o.seconds for o in outcomes]),
             "first_run_s": median([o.run_seconds[0] for o in outcomes]),
             "last_run_s": median([o.run_seconds[max(o.runs - 1, 0)] for o in outcomes]),
@@ -382,6 +463,7 @@ class Result:
 def bench(url: str, job: str, n: int, repeats: int, trace: bool) -> Result:
     outcomes: list[Outcome] = []
     fills: list[float] = []
+    baselines: list[float] = []
     for _ in range(repeats):
         now = datetime.now(UTC).replace(microsecond=0)
         fills.append(fill(url, job, n, now))
@@ -397,6 +479,16 @@ def bench(url: str, job: str, n: int, repeats: int, trace: bool) -> Result:
             file=sys.stderr,
             flush=True,
         )
+        if job in BASELINES:
+            now = datetime.now(UTC).replace(microsecond=0)
+            fill(url, job, n, now)
+            baselines.append(run_baseline(url, job, now))
+            check_done(url, job)
+            print(
+                f"  {job} N={n:,}: baseline (set-based SQL) {baselines[-1]:.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     traced = None
     if trace:
         now = datetime.now(UTC).replace(microsecond=0)
@@ -410,7 +502,7 @@ def bench(url: str, job: str, n: int, repeats: int, trace: bool) -> Result:
             file=sys.stderr,
             flush=True,
         )
-    return Result(job, n, outcomes, traced, median(fills))
+    return Result(job, n, outcomes, traced, median(fills), baselines)
 
 
 def markdown(results: list[Result]) -> str:
@@ -426,6 +518,21 @@ def markdown(results: list[Result]) -> str:
             f"| {s['job']} | {s['n']:,} | {s['runs']} | {s['seconds']:.2f} "
             f"| {s['rows_per_s']:,.0f} | {s['first_run_s']:.2f} | {s['last_run_s']:.2f} |"
         )
+    against = [s for s in summaries if s["baseline_seconds"] is not None]
+    if against:
+        lines += [
+            "",
+            "Against one hand-written set-based SQL (medians; target: ratio ≤ 3)",
+            "",
+            "| job | N | job s | baseline s | ratio | rows/s | peak RSS MiB |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for s in against:
+            lines.append(
+                f"| {s['job']} | {s['n']:,} | {s['seconds']:.2f} | {s['baseline_seconds']:.2f} "
+                f"| {s['job_over_baseline']:.2f} | {s['rows_per_s']:,.0f} "
+                f"| {s['rss_peak_mib']:.1f} |"
+            )
     lines += [
         "",
         "Memory of the measured process (medians; MiB; blocks = sys.getallocatedblocks())",
