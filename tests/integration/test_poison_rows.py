@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing.batches import BatchReport, for_each_claimed
+from billing.batches import BatchReport, for_each_claimed, for_each_claimed_batch
 from billing.checkout.tasks import expire_invoices
 from billing.clock import FrozenClock
 from billing.db import libpq_url
@@ -128,6 +129,47 @@ async def test_a_failed_row_is_not_claimed_again_in_the_same_run(
     assert seen == [poison] + [uuid.UUID(invoice) for invoice in invoices]
     assert [await invoice_status(sessions, invoice) for invoice in invoices] == [
         "open",
+        "expired",
+        "expired",
+    ]
+
+
+async def test_a_failed_row_of_a_set_based_batch_is_isolated_and_not_claimed_again(
+    client: httpx.AsyncClient, auth_headers: AuthHeaders, sessions: Sessions, clock: FrozenClock
+) -> None:
+    tariff = await add_tariff(sessions)
+    viewer = make_viewer(client, auth_headers)
+    invoices: list[uuid.UUID] = []
+    for _ in range(5):  # one a second: the claim's order is theirs
+        invoices.append(uuid.UUID((await viewer.issue_invoice(tariff.id))["id"]))
+        clock.advance(timedelta(seconds=1))
+    poison = invoices[1]  # in the first batch of two, with a healthy row
+    clock.advance(timedelta(minutes=30))
+    calls: list[list[uuid.UUID]] = []
+
+    async def expire(session: AsyncSession, rows: Sequence[Row[Any]]) -> None:
+        ids = [row.id for row in rows]
+        calls.append(ids)
+        # The batch's change goes in before the bad row is met: the savepoint must undo it.
+        await session.execute(
+            update(Invoice).where(Invoice.id.in_(ids)).values(status=InvoiceStatus.EXPIRED)
+        )
+        if poison in ids:
+            raise ValueError("cannot read this invoice")
+
+    overdue = (
+        select(Invoice.id)
+        .where(Invoice.status == InvoiceStatus.OPEN, Invoice.expires_at <= clock.now())
+        .order_by(Invoice.expires_at)
+    )
+    report = await for_each_claimed_batch(sessions, overdue, expire, batch_size=2)
+    assert report == BatchReport(handled=4, failed=1)
+    # The first batch whole, then its rows alone; later batches never claim the bad row.
+    assert calls == [invoices[0:2], [invoices[0]], [poison], invoices[2:4], [invoices[4]]]
+    assert [await invoice_status(sessions, str(invoice)) for invoice in invoices] == [
+        "expired",
+        "open",
+        "expired",
         "expired",
         "expired",
     ]

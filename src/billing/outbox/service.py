@@ -4,11 +4,11 @@ listing and retrying them for admins."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing.audit.service import record_change
@@ -21,16 +21,38 @@ def add_event(
     session: AsyncSession, event: Event, *, user_id: uuid.UUID, occurred_at: datetime
 ) -> OutboxEvent:
     """Write ``event``, in the caller's transaction, for the relay to take to its receiver."""
-    row = OutboxEvent(
-        id=uuid.uuid4(),
-        type=event.type.value,
-        user_id=user_id,
-        payload=event.payload(),
-        occurred_at=occurred_at,
-        next_attempt_at=occurred_at,
-    )
+    row = OutboxEvent(**_columns(event, user_id, occurred_at))
     session.add(row)
     return row
+
+
+async def add_events(
+    session: AsyncSession,
+    events: Iterable[tuple[Event, uuid.UUID]],
+    *,
+    occurred_at: datetime,
+) -> int:
+    """``add_event`` for many (event, user id) pairs at once: the same rows, written now by
+    one multi-row ``INSERT`` (a batch job's events, without an ORM object per event).
+    Answers how many were written."""
+    rows = [_columns(event, user_id, occurred_at) for event, user_id in events]
+    if rows:
+        await session.execute(insert(OutboxEvent).values(rows))
+    return len(rows)
+
+
+def _columns(event: Event, user_id: uuid.UUID, occurred_at: datetime) -> dict[str, Any]:
+    """An event's outbox row; the relay sends it from ``next_attempt_at`` on."""
+    return {
+        "id": uuid.uuid4(),
+        "type": event.type.value,
+        "user_id": user_id,
+        "payload": event.payload(),
+        "status": OutboxStatus.PENDING,
+        "attempts": 0,
+        "occurred_at": occurred_at,
+        "next_attempt_at": occurred_at,
+    }
 
 
 # Reading and retrying events (admin API).
