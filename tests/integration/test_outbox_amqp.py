@@ -365,3 +365,65 @@ async def test_a_broker_that_is_down_keeps_the_events_pending(
     assert (events[first].status, events[first].attempts) == ("pending", 1)
     assert "RabbitMQ unreachable" in (events[first].last_error or "")
     assert (events[second].status, events[second].attempts) == ("pending", 0)
+
+
+async def test_after_its_connection_broke_the_sink_connects_again_on_the_next_run(
+    sessions: Sessions, clock: FrozenClock, channel: AbstractChannel, exchange: str
+) -> None:
+    """One sink for both runs, as a long-lived relay keeps it (a broker restart looks the
+    same to it: the connection breaks): the second run opens a new connection and delivers
+    the events the first could not."""
+    queue = await bound_queue(channel, exchange)
+    written = await add_events(
+        sessions, clock, *[(EventType.PAYMENT_SUCCEEDED, uuid.uuid4(), {}) for _ in range(3)]
+    )
+    async with CutAfterFirstConfirm() as proxy_url:
+        sink = NotifyAmqpSink(proxy_url, exchange=exchange)
+        sinks: dict[Receiver, Sink] = {
+            Receiver.NOTIFICATION: sink,
+            Receiver.AUTH: LogSink(Receiver.AUTH),
+        }
+        try:
+            reports = []
+            for _ in range(2):
+                reports.append(
+                    await deliver_outbox(
+                        sessions,
+                        sinks,
+                        now=clock.now(),
+                        max_attempts=5,
+                        retry_ceiling=timedelta(minutes=5),
+                    )
+                )
+                clock.advance(timedelta(seconds=10))
+        finally:
+            await sink.close()
+
+    assert [report.delivered for report in reports] == [1, 2]
+    assert all(event.status == "delivered" for event in (await rows(sessions)).values())
+    queued = await receive(queue, {str(event_id) for event_id in written}, within=1.0)
+    assert sorted(message.message_id or "" for message in queued) == sorted(map(str, written))
+
+
+async def test_an_event_larger_than_a_frame_arrives_whole(
+    sessions: Sessions, clock: FrozenClock, channel: AbstractChannel, exchange: str
+) -> None:
+    """RabbitMQ's frames hold at most 128 KiB by default: a larger body goes in several."""
+    queue = await bound_queue(channel, exchange)
+    name = "".join(uuid.uuid4().hex for _ in range(10_000))  # 320 kB
+    tariff = {"id": uuid.uuid4(), "name": name, "role": "premium"}
+    small, large = await add_events(
+        sessions,
+        clock,
+        (EventType.PAYMENT_SUCCEEDED, uuid.uuid4(), {"amount": 100}),
+        (EventType.PAYMENT_SUCCEEDED, uuid.uuid4(), {"amount": 200, "tariff": tariff}),
+    )
+
+    assert (await relay_to(sessions, clock, exchange)).delivered == 2
+
+    messages = {
+        message.message_id: json.loads(message.body)
+        for message in await receive(queue, {str(small), str(large)})
+    }
+    assert messages[str(large)]["data"]["tariff"]["name"] == name
+    assert messages[str(small)]["data"]["amount"] == 100

@@ -24,13 +24,13 @@ stuck call sooner (HTTP: 3 s to connect, 10 s to read the answer; RabbitMQ: 5 s 
 10 s for the broker's confirm), the cut-off ends the rest (a receiver that trickles its
 answer, a starved connection pool). That leaves over a minute for recording the outcomes and
 for clock differences between workers, whatever the batch's size. A receiver gets at most
-its sink's ``deliveries_at_once`` of its deliveries at a time (``DELIVERIES_AT_ONCE``, 8, for
-HTTP: more made no event faster on a local receiver, httpx's pool costs CPU per connection;
-RabbitMQ: the whole batch, its confirms awaited together), after the first one alone (below),
-and the receivers are served side by side. A lease is counted from when it is taken, not
-from the run's start: later batches of a long run get their full lease too. A run goes on
-batch after batch for up to ``RUN_FOR`` (10 s, the job's interval), so a backlog drains at
-the relay's speed, not at one batch per run.
+``DELIVERIES_AT_ONCE`` (8) of its deliveries at a time (HTTP: more made no event faster on a
+local receiver, httpx's pool costs CPU per connection), or, if its sink is a ``BatchSink``
+(RabbitMQ), all of them in one call (published at once, their confirms awaited together),
+after the first one alone (below), and the receivers are served side by side. A lease is
+counted from when it is taken, not from the run's start: later batches of a long run get
+their full lease too. A run goes on batch after batch for up to ``RUN_FOR`` (10 s, the job's
+interval), so a backlog drains at the relay's speed, not at one batch per run.
 
 Unreachable receivers. A receiver that does not answer at all (refused, timed out) is left
 alone for the rest of the run, so a dead service costs one timeout per run, not one per event:
@@ -80,7 +80,7 @@ from sqlalchemy.orm import aliased
 from billing.db import transaction
 from billing.models import OutboxEvent, OutboxStatus
 from billing.outbox.events import RECEIVER_OF, Receiver
-from billing.outbox.sinks import DeliveryFailed, OutgoingEvent, Sink
+from billing.outbox.sinks import BatchSink, DeliveryFailed, OutgoingEvent, Sink
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ DEFAULT_BATCH_SIZE = 500
 RUN_FOR = timedelta(seconds=10)
 LEASE = timedelta(minutes=6)
 DELIVERY_TIMEOUT = timedelta(seconds=20)
-DELIVERIES_AT_ONCE = 8  # per receiver, unless its sink says otherwise
+DELIVERIES_AT_ONCE = 8  # per receiver, unless its sink takes a batch in one call
 # A batch's deliveries start within this; the rest are given back untried. So a lease
 # outlasts every batch, whatever its size and its sinks' concurrency: 4 min + 20 s < 6 min.
 START_DELIVERIES_WITHIN = timedelta(minutes=4)
@@ -207,6 +207,21 @@ async def _lease(
     ]
 
 
+def _failure_of(error: Exception, deadline: asyncio.Timeout, what: object) -> DeliveryFailed:
+    """What a sink's exception means for the events it was delivering."""
+    if isinstance(error, DeliveryFailed):
+        return error
+    if isinstance(error, TimeoutError) and deadline.expired():
+        return DeliveryFailed(
+            f"no answer within {DELIVERY_TIMEOUT.total_seconds():.0f} s",
+            permanent=False,
+            unreachable=True,
+        )
+    # A bug in a sink must not stop the batch.
+    log.exception("outbox event %s: unexpected error in its sink", what)
+    return DeliveryFailed(f"{type(error).__name__}: {error}", permanent=False)
+
+
 async def _attempt(sink: Sink | None, event: OutgoingEvent) -> DeliveryFailed | None:
     if sink is None:
         return DeliveryFailed(f"no receiver for event type {event.type!r}", permanent=True)
@@ -214,23 +229,25 @@ async def _attempt(sink: Sink | None, event: OutgoingEvent) -> DeliveryFailed | 
     try:
         async with deadline:
             await sink.deliver(event)
-    except DeliveryFailed as failure:
-        return failure
-    except Exception as error:  # a bug in a sink must not stop the batch
-        if isinstance(error, TimeoutError) and deadline.expired():
-            return DeliveryFailed(
-                f"no answer within {DELIVERY_TIMEOUT.total_seconds():.0f} s",
-                permanent=False,
-                unreachable=True,
-            )
-        log.exception("outbox event %s: unexpected error in its sink", event.id)
-        return DeliveryFailed(f"{type(error).__name__}: {error}", permanent=False)
+    except Exception as error:
+        return _failure_of(error, deadline, event.id)
     return None
 
 
-def _deliveries_at_once(sink: Sink | None) -> int:
-    """How many of a batch's deliveries a sink takes at a time (its ``deliveries_at_once``)."""
-    return max(1, getattr(sink, "deliveries_at_once", DELIVERIES_AT_ONCE))
+async def _attempt_all(
+    sink: BatchSink, events: Sequence[OutgoingEvent]
+) -> Sequence[DeliveryFailed | None]:
+    """``_attempt`` for many events in one call of the sink, cut off as one delivery is."""
+    deadline = asyncio.timeout(DELIVERY_TIMEOUT.total_seconds())
+    try:
+        async with deadline:
+            failures = await sink.deliver_all(events)
+        if len(failures) != len(events):
+            raise RuntimeError(f"{len(failures)} outcomes for {len(events)} events")
+    except Exception as error:
+        which = f"{events[0].id} (of {len(events)} published together)"
+        return [_failure_of(error, deadline, which)] * len(events)
+    return failures
 
 
 async def _deliver_to(
@@ -242,20 +259,34 @@ async def _deliver_to(
     outcomes: Outcomes,
     start_by: float,
 ) -> None:
-    """One receiver's events of a batch: the first alone, then the rest side by side unless
-    the receiver turned out unreachable; none is started after ``start_by`` (monotonic)."""
-    slots = asyncio.Semaphore(_deliveries_at_once(sink))
+    """One receiver's events of a batch: the first alone, then the rest (side by side, or in
+    one call of a ``BatchSink``) unless the receiver turned out unreachable; none is started
+    after ``start_by`` (monotonic)."""
+
+    def may_start() -> bool:
+        return receiver not in unreachable and time.monotonic() <= start_by
+
+    def record(lease: Lease, failure: DeliveryFailed | None) -> None:
+        if failure is not None and failure.unreachable and receiver is not None:
+            unreachable.add(receiver)
+        outcomes[lease.event.id] = failure
+
+    first, *rest = leases
+    if isinstance(sink, BatchSink):
+        for part in ([first], rest):
+            if part and may_start():
+                failures = await _attempt_all(sink, [lease.event for lease in part])
+                for lease, failure in zip(part, failures, strict=True):
+                    record(lease, failure)
+        return
+
+    slots = asyncio.Semaphore(DELIVERIES_AT_ONCE)
 
     async def deliver(lease: Lease) -> None:
         async with slots:
-            if receiver in unreachable or time.monotonic() > start_by:
-                return  # left untried
-            failure = await _attempt(sink, lease.event)
-            if failure is not None and failure.unreachable and receiver is not None:
-                unreachable.add(receiver)
-            outcomes[lease.event.id] = failure
+            if may_start():  # else left untried
+                record(lease, await _attempt(sink, lease.event))
 
-    first, *rest = leases
     await deliver(first)
     await asyncio.gather(*(deliver(lease) for lease in rest))
 

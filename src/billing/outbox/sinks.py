@@ -14,20 +14,22 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
-import aio_pika
+import aiormq
 import httpx
-from aio_pika.abc import AbstractExchange, AbstractRobustConnection
-from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
+from aiormq.abc import AbstractConnection
+from aiormq.exceptions import AMQPError, DeliveryError, PublishError
+from pamqp.exceptions import PAMQPException
 
 from billing.config import Settings
 from billing.models import OutboxEvent
+from billing.outbox.amqp import Message, publish_all
 from billing.outbox.events import EventType, Receiver
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,15 @@ EXCHANGE = "billing.events"
 # Answers that say "not now" rather than "never": the rest of 4xx will never succeed.
 _TEMPORARY_STATUSES = frozenset({408, 425, 429})
 _ERROR_BODY_LIMIT = 300
+# What a broken or refused AMQP connection raises (aio-pika's CONNECTION_EXCEPTIONS).
+CONNECTION_EXCEPTIONS = (
+    AMQPError,
+    ConnectionError,
+    OSError,
+    RuntimeError,
+    StopAsyncIteration,
+    PAMQPException,
+)
 
 
 class DeliveryFailed(Exception):
@@ -73,6 +84,13 @@ class OutgoingEvent:
 
 class Sink(Protocol):
     async def deliver(self, event: OutgoingEvent) -> None: ...
+
+
+@runtime_checkable
+class BatchSink(Sink, Protocol):
+    """A sink that takes many events in one call, cheaper than one call per event."""
+
+    async def deliver_all(self, events: Sequence[OutgoingEvent]) -> list[DeliveryFailed | None]: ...
 
 
 class LogSink:
@@ -178,17 +196,16 @@ class NotifyAmqpSink:
     """The event JSON published to the durable topic exchange ``billing.events`` (routing key
     = type, ``message_id`` = event id, persistent), confirmed by the broker.
 
-    One robust connection per relay run, opened on the first event (once, however many
-    deliveries run at the same time) and closed by ``close()``.
-    A message no queue is bound for comes back (mandatory publishing) and counts as a
-    temporary failure: dropped silently it would be lost.
+    A connection opened on the first delivery (once, however many run at the same time),
+    opened again by the next delivery once it broke (a broker restart), closed by
+    ``close()``. A message no queue is bound for comes back (mandatory publishing) and counts
+    as a temporary failure: dropped silently it would be lost.
 
-    A batch's messages are published all at once and their confirms awaited together (each
-    publish waits for its own ``Basic.Ack``): the broker confirms persistent messages once
-    they are on disk, a few ms, so one publish at a time would wait that long per event.
+    The relay hands it a batch's events at once (``deliver_all``): they are published in one
+    write and their confirms awaited together (``billing.outbox.amqp``). The broker confirms
+    persistent messages once they are on disk, a few ms, so one publish at a time would wait
+    that long per event; and a publish per event costs several times the CPU.
     """
-
-    deliveries_at_once = 1000  # the relay's: a whole batch in flight
 
     def __init__(
         self,
@@ -202,23 +219,27 @@ class NotifyAmqpSink:
         self.exchange_name = exchange
         self.connect_timeout = connect_timeout
         self.publish_timeout = publish_timeout
-        self._connection: AbstractRobustConnection | None = None
-        self._exchange: AbstractExchange | None = None
+        self._connection: AbstractConnection | None = None
+        self._channel: aiormq.Channel | None = None
         self._opening = asyncio.Lock()
 
-    async def _open(self) -> AbstractExchange:
+    async def _open(self) -> aiormq.Channel:
         async with self._opening:
-            if self._exchange is None:
-                self._exchange = await self._connect()
-            return self._exchange
+            if self._channel is None or self._channel.is_closed:
+                await self.close()  # a broken connection's leftovers
+                self._channel = await self._connect()
+            return self._channel
 
-    async def _connect(self) -> AbstractExchange:
+    async def _connect(self) -> aiormq.Channel:
         try:
-            self._connection = await aio_pika.connect_robust(self.url, timeout=self.connect_timeout)
-            channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
-            return await channel.declare_exchange(
-                self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
-            )
+            async with asyncio.timeout(self.connect_timeout):
+                self._connection = await aiormq.connect(self.url)
+                channel = await self._connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+                await channel.exchange_declare(
+                    self.exchange_name, exchange_type="topic", durable=True
+                )
         except (TimeoutError, *CONNECTION_EXCEPTIONS) as error:
             await self.close()
             raise DeliveryFailed(
@@ -226,34 +247,68 @@ class NotifyAmqpSink:
                 permanent=False,
                 unreachable=True,
             ) from None
+        assert isinstance(channel, aiormq.Channel)  # publish_all needs its bookkeeping
+        return channel
 
     async def deliver(self, event: OutgoingEvent) -> None:
-        exchange = await self._open()
-        message = aio_pika.Message(
-            json.dumps(event.message()).encode(),
-            message_id=str(event.id),
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
+        (failure,) = await self.deliver_all([event])
+        if failure is not None:
+            raise failure
+
+    async def deliver_all(self, events: Sequence[OutgoingEvent]) -> list[DeliveryFailed | None]:
+        """Publish the events at once; answers each one's outcome, in their order."""
+        channel = await self._open()
+        messages = [
+            Message(event.type, str(event.id), json.dumps(event.message()).encode())
+            for event in events
+        ]
         try:
-            await exchange.publish(message, routing_key=event.type, timeout=self.publish_timeout)
-        except PublishError:
-            raise DeliveryFailed(
+            confirmations = await publish_all(
+                channel,
+                self.exchange_name,
+                messages,
+                content_type="application/json",
+                confirm_within=self.publish_timeout,
+            )
+        except CONNECTION_EXCEPTIONS as error:  # the channel closed before the write
+            return [self._failed(error)] * len(events)
+        return [
+            self._outcome(confirmation, event)
+            for confirmation, event in zip(confirmations, events, strict=True)
+        ]
+
+    def _outcome(
+        self, confirmation: asyncio.Future[object], event: OutgoingEvent
+    ) -> DeliveryFailed | None:
+        if confirmation.cancelled():
+            return DeliveryFailed(
+                f"RabbitMQ did not confirm within {self.publish_timeout:g} s",
+                permanent=False,
+                unreachable=True,
+            )
+        error = confirmation.exception()
+        if error is None:
+            return None
+        if isinstance(error, PublishError):
+            return DeliveryFailed(
                 f"returned by RabbitMQ: no queue is bound to {self.exchange_name!r} "
                 f"for {event.type!r}",
                 permanent=False,
-            ) from None
-        except DeliveryError as error:
-            raise DeliveryFailed(f"refused by RabbitMQ: {error}", permanent=False) from None
-        except (TimeoutError, *CONNECTION_EXCEPTIONS) as error:
-            raise DeliveryFailed(
-                f"RabbitMQ publish failed: {type(error).__name__}: {error}",
-                permanent=False,
-                unreachable=True,
-            ) from None
+            )
+        if isinstance(error, DeliveryError):
+            return DeliveryFailed(f"refused by RabbitMQ: {error}", permanent=False)
+        return self._failed(error)
+
+    @staticmethod
+    def _failed(error: BaseException) -> DeliveryFailed:
+        return DeliveryFailed(
+            f"RabbitMQ publish failed: {type(error).__name__}: {error}",
+            permanent=False,
+            unreachable=True,
+        )
 
     async def close(self) -> None:
-        connection, self._connection, self._exchange = self._connection, None, None
+        connection, self._connection, self._channel = self._connection, None, None
         if connection is not None:
             try:
                 await connection.close()
