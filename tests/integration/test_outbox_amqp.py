@@ -329,7 +329,10 @@ async def test_a_connection_broken_mid_batch_leaves_the_unconfirmed_events_for_r
         events = await rows(sessions)
         assert events[written[0]].status == "delivered"
         assert left_for_retry(events, clock) == set(written[1:])
-        assert all("RabbitMQ" in (events[event_id].last_error or "") for event_id in written[1:])
+        assert all(
+            "RabbitMQ publish failed" in (events[event_id].last_error or "")
+            for event_id in written[1:]
+        )
         queued = await receive(queue, wanted, within=1.0)
         assert [message.message_id for message in queued] == [str(written[0])]
 

@@ -10,12 +10,13 @@ settles the confirmations as usual: it takes the next delivery tag and registers
 confirmation future under it in ``channel.confirmations`` (resolved by the broker's
 ``Basic.Ack``, failed with ``DeliveryError`` by a ``Basic.Nack``) and the tag under the
 message id in ``channel.message_id_delivery_tag`` (how a ``Basic.Return`` of a mandatory
-message fails its confirmation with ``PublishError``); the futures come from the channel's
-future store, which fails them all when the channel or its connection closes. What it does
-once per batch instead of once per message: take the lock, queue the marshalled frames of
-all the messages as one write. Those attributes are aiormq's (7.2), hence the pin in
-pyproject.toml; tests/integration/test_outbox_amqp.py covers acks, nacks, returns and a
-connection cut in the middle of a batch.
+message fails its confirmation with ``PublishError``). What it does once per batch instead of
+once per message: take the lock, queue the marshalled frames of all the messages as one
+write, and watch the channel's ``closing`` (the confirmations still open when it closes get
+its error: ``basic_publish``'s come from the channel's future store, which fails them then,
+at two callbacks and two set entries per message). Those attributes are aiormq's (7.2),
+hence the pin in pyproject.toml; tests/integration/test_outbox_amqp.py covers acks, nacks,
+returns, bodies split over frames and a connection cut in the middle of a batch.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 import aiormq
 from aiormq.abc import ChannelFrame
+from aiormq.exceptions import ChannelInvalidStateError
 from pamqp import commands
 from pamqp.body import ContentBody
 from pamqp.frame import marshal
@@ -89,21 +91,57 @@ async def publish_all(
     payload = b"".join(
         _frames(channel, exchange, message, content_type, publish_frames) for message in messages
     )
+    loop = asyncio.get_running_loop()
     confirmations: list[asyncio.Future[object]] = []
     async with channel.lock:  # nothing below awaits: the tags and the write go together
         tags = range(channel.delivery_tag + 1, channel.delivery_tag + 1 + len(messages))
         for message in messages:
             channel.delivery_tag += 1
-            confirmation = channel.create_future()
+            confirmation = loop.create_future()
             channel.confirmations[channel.delivery_tag] = confirmation
             channel.message_id_delivery_tag[message.message_id] = channel.delivery_tag
             confirmations.append(confirmation)
         channel.write_queue.put_nowait(ChannelFrame(payload=payload, should_close=False))
+        closing = channel.closing  # done when the channel or its connection closes
     try:
-        await asyncio.wait(confirmations, timeout=confirm_within)
+        await asyncio.wait(
+            [_all_settled(confirmations), closing],
+            timeout=confirm_within,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
     finally:
+        closed = _closed_error(closing)
+        closing.cancel()  # only this observer: the channel stays open
         for message, tag, confirmation in zip(messages, tags, confirmations, strict=True):
-            confirmation.cancel()  # no-op once settled; a late ack is then ignored
+            if confirmation.done():
+                pass
+            elif closed is not None:
+                confirmation.set_exception(closed)
+            else:
+                confirmation.cancel()  # no answer in time; a late ack is then ignored
             if channel.message_id_delivery_tag.get(message.message_id) == tag:
                 del channel.message_id_delivery_tag[message.message_id]
     return confirmations
+
+
+def _all_settled(futures: Sequence[asyncio.Future[object]]) -> asyncio.Future[None]:
+    """A future done once all of ``futures`` are: one callback each, no task."""
+    settled = asyncio.get_running_loop().create_future()
+    left = len(futures)
+
+    def one_more(_: asyncio.Future[object]) -> None:
+        nonlocal left
+        left -= 1
+        if not left and not settled.done():
+            settled.set_result(None)
+
+    for future in futures:
+        future.add_done_callback(one_more)
+    return settled
+
+
+def _closed_error(closing: asyncio.Future[object]) -> BaseException | None:
+    """Why the channel closed, if it did."""
+    if not closing.done() or closing.cancelled():
+        return None
+    return closing.exception() or ChannelInvalidStateError("the channel was closed")
