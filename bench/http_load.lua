@@ -9,7 +9,10 @@
 --                                  connection per thread (-t = -c), the chain's state is the
 --                                  thread's
 --
--- THINK_MS: a pause before each request of a connection (0: closed loop at full speed).
+-- THINK_MS: the mean pause before each request of a connection (0: closed loop at full
+-- speed). The pauses are drawn from an exponential distribution, so requests arrive as a
+-- Poisson stream: equal pauses would keep the connections in step, sending bursts of
+-- CLIENTS requests at once, and the p99 would measure the bursts, not the service.
 -- done() prints one line "BENCH-JSON {…}" with the counts and the latency percentiles (µs).
 
 local threads = {}
@@ -47,6 +50,7 @@ function init(args)
     number = number + 1
   end
   position = 0
+  math.randomseed(os.time() * 1000 + index)
   if mode == "requests" then
     cycle = args[4] == "1"
     think_ms = tonumber(args[5]) or 0
@@ -63,7 +67,10 @@ function init(args)
 end
 
 function delay()
-  return think_ms
+  if think_ms == 0 then
+    return 0
+  end
+  return -think_ms * math.log(1 - math.random())
 end
 
 local function headers_for(auth, with_json)

@@ -81,6 +81,8 @@ class Profile:
 FULL = Profile(clients=16, seconds=30, pgbench_scale=16, api_workers=2, load_threads=2)
 QUICK = Profile(clients=16, seconds=6, pgbench_scale=16, api_workers=2, load_threads=2)
 BURST = 64
+# The scale-out runs' scenario names: the same scenario on one API process.
+SINGLE = "1 API process: "
 
 
 @dataclass
@@ -252,7 +254,8 @@ class Billing:
         raise SystemExit("billing serve did not become ready in time")
 
     def api_pids(self) -> list[int]:
-        """uvicorn's API processes: the children of ``billing serve`` that it spawned."""
+        """uvicorn's API processes: the children of ``billing serve`` that it spawned, or,
+        with one worker, ``billing serve`` itself (uvicorn then serves in its process)."""
         parent = str(self.processes[0].pid)
         found = []
         for entry in Path("/proc").iterdir():
@@ -263,7 +266,7 @@ class Billing:
                 continue
             if stat[1] == parent and b"spawn_main" in command:
                 found.append(int(entry.name))
-        return found
+        return found or [self.processes[0].pid]
 
     def api_cpu_seconds(self) -> float:
         """CPU time (user + system) the API processes have used so far: per request, a
@@ -519,6 +522,7 @@ def bench(
             paced = copy_checkouts(url, invoice_id, payment_id, items, with_payment=True)
             hooks = copy_checkouts(url, invoice_id, payment_id, items, with_payment=True)
             burst = copy_checkouts(url, invoice_id, payment_id, BURST * 40, with_payment=False)
+            single = copy_checkouts(url, invoice_id, payment_id, items, with_payment=True)
 
             def run(name: str, args: list[str], **options: Any) -> Figure:
                 options.setdefault("connections", profile.clients)
@@ -593,8 +597,9 @@ def bench(
             full = run(
                 "POST /payments/{id}/confirm", ["requests", str(confirmations(confirm)), "0"]
             )
-            # At most half the rate reached, paced per connection: a pause of
-            # clients / (rate / 2) seconds before each request (plus the request's own time).
+            # At most half the rate reached, paced per connection: pauses of clients /
+            # (rate / 2) seconds on average (exponential: a Poisson stream, see the Lua
+            # script) before each request, plus the request's own time.
             think = profile.clients * 1000 / (full.per_second / 2)
             run(
                 "POST /payments/{id}/confirm at half rate",
@@ -643,7 +648,27 @@ def bench(
                 seconds=max(5, profile.seconds // 3),
             )
 
-            confirmed_ids = [str(payment) for _, payment, _, _ in confirm + paced + hooks]
+            if profile.api_workers > 1:
+                # Scale-out (issue 15, "throughput grows"): the same confirmations and reads
+                # on one API process, against the figures above on api_workers of them.
+                billing.stop()
+                (directory / "one").mkdir()
+                billing = Billing(url, 1, directory / "one")
+                billing.start()
+                run(
+                    SINGLE + "POST /payments/{id}/confirm",
+                    ["requests", str(confirmations(single)), "0"],
+                )
+                run(
+                    SINGLE + "GET /api/v1/tariffs",
+                    [
+                        "requests",
+                        str(write_lines(directory, "tariffs", ["GET\t/api/v1/tariffs\t-\t-"])),
+                        "1",
+                    ],
+                )
+
+            confirmed_ids = [str(payment) for _, payment, _, _ in confirm + paced + hooks + single]
             checks["payments settled twice"] = scalar(
                 url,
                 "SELECT count(*) FROM (SELECT invoice_id FROM payments WHERE status ="
@@ -773,6 +798,29 @@ def scheduler_section() -> list[str]:
     return lines if files else []
 
 
+def scale_out_lines(outcome: dict[str, Any]) -> list[str]:
+    """What the API processes beyond the first add: each scenario run on one process too."""
+    by_name = {figure["scenario"]: figure for figure in outcome["figures"]}
+    workers = outcome["profile"]["api_workers"]
+    found = []
+    for name, one in by_name.items():
+        if name.startswith(SINGLE) and name.removeprefix(SINGLE) in by_name:
+            many = by_name[name.removeprefix(SINGLE)]
+            found.append(
+                f"`{name.removeprefix(SINGLE)}` {one['per_second']:.0f}/s on one process →"
+                f" {many['per_second']:.0f}/s on {workers}"
+                f" (× {many['per_second'] / max(one['per_second'], 0.1):.2f})"
+            )
+    if not found:
+        return []
+    return [
+        "",
+        "**Scale-out** (the same scenario on one API process, then on "
+        f"{workers}, one database, one machine of {os.cpu_count()} CPUs shared with"
+        " PostgreSQL and wrk): " + "; ".join(found) + ".",
+    ]
+
+
 def markdown(outcome: dict[str, Any], about: dict[str, str], command: str, quick: bool) -> str:
     pgbench = outcome["pgbench"]
     confirm = next(
@@ -805,7 +853,7 @@ def markdown(outcome: dict[str, Any], about: dict[str, str], command: str, quick
             rate_text = f"{rate:.0f}" + (" (ran out: at least)" if figure["exhausted"] else "")
             ratio = f"{rate / pgbench['per_second']:.3f}"
         if figure["think_ms"]:
-            rate_text += f" (paced, {figure['think_ms']:.0f} ms pause)"
+            rate_text += f" (paced, {figure['think_ms']:.0f} ms mean pause)"
         target = TARGETS.get(figure["scenario"], "")
         if target.startswith("≥ 10") and confirm:
             target += f" ({rate / confirm['per_second']:.1f}×)"
@@ -829,6 +877,7 @@ def markdown(outcome: dict[str, Any], about: dict[str, str], command: str, quick
             + ("met" if half["p99_ms"] <= 50 else "not met")
             + ').** The API processes\' CPU is the limit: see "What was tried" below.',
         ]
+    lines += scale_out_lines(outcome)
     lines += ["", "Checks after the run:", ""]
     lines += [f"- {name}: {value}" for name, value in outcome["checks"].items()]
     lines += ["", "## Machine", ""]
