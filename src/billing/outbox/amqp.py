@@ -22,6 +22,7 @@ returns, bodies split over frames and a connection cut in the middle of a batch.
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,11 +30,15 @@ import aiormq
 from aiormq.abc import ChannelFrame
 from aiormq.exceptions import ChannelInvalidStateError
 from pamqp import commands
-from pamqp.body import ContentBody
 from pamqp.frame import marshal
-from pamqp.header import ContentHeader
 
 PERSISTENT = 2  # AMQP delivery mode: the broker writes the message to disk before confirming
+_HEADER, _BODY = 2, 3  # frame types (the method frame is pamqp's)
+_FRAME_END = b"\xce"
+_BASIC = 60  # the class of Basic.Publish and of the content header
+# The properties every message has (content_type, delivery_mode, message_id), flagged in the
+# header's property flags in the spec's order, their values following in that order.
+_PROPERTY_FLAGS = 1 << 15 | 1 << 12 | 1 << 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,31 +48,58 @@ class Message:
     body: bytes
 
 
-def _frames(
-    channel: aiormq.Channel,
-    exchange: str,
-    message: Message,
-    content_type: str,
-    publish_frames: dict[str, bytes],
-) -> bytes:
-    """A message's method, header and body frames, as ``basic_publish`` would send them."""
-    publish = publish_frames.get(message.routing_key)
-    if publish is None:  # the same for every message with this routing key
-        method = commands.Basic.Publish(
-            exchange=exchange, routing_key=message.routing_key, mandatory=True
+def _shortstr(value: str) -> bytes:
+    encoded = value.encode()
+    if len(encoded) > 255:
+        raise ValueError(f"an AMQP short string holds at most 255 bytes: {value[:40]!r}…")
+    return bytes([len(encoded)]) + encoded
+
+
+class Frames:
+    """The method, header and body frames of messages published on one channel to one
+    exchange, byte for byte as pamqp marshals them for ``basic_publish``
+    (tests/unit/test_outbox_amqp_frames.py compares them), with what all of them share
+    encoded once: the ``Basic.Publish`` frame per routing key, the header's constant
+    properties. pamqp's marshalling walks every property of the spec per message: ≈ 5 µs
+    against ≈ 0.7."""
+
+    def __init__(
+        self, channel_number: int, exchange: str, content_type: str, max_body_frame: int
+    ) -> None:
+        self.channel_number = channel_number
+        self.exchange = exchange
+        self.max_body_frame = max_body_frame
+        self._properties = (
+            struct.pack(">H", _PROPERTY_FLAGS) + _shortstr(content_type) + bytes([PERSISTENT])
         )
-        publish = publish_frames[message.routing_key] = marshal(method, channel.number)
-    properties = commands.Basic.Properties(
-        content_type=content_type, delivery_mode=PERSISTENT, message_id=message.message_id
-    )
-    body = message.body
-    header = marshal(ContentHeader(0, len(body), properties), channel.number)
-    size = channel.max_content_size
-    bodies = b"".join(
-        marshal(ContentBody(body[start : start + size]), channel.number)
-        for start in range(0, len(body), size)
-    )
-    return publish + header + bodies
+        self._publish: dict[str, bytes] = {}
+
+    def _frame(self, kind: int, payload: bytes) -> bytes:
+        return struct.pack(">BHI", kind, self.channel_number, len(payload)) + payload + _FRAME_END
+
+    def _publish_frame(self, routing_key: str) -> bytes:
+        frame = self._publish.get(routing_key)
+        if frame is None:
+            method = commands.Basic.Publish(
+                exchange=self.exchange, routing_key=routing_key, mandatory=True
+            )
+            frame = self._publish[routing_key] = marshal(method, self.channel_number)
+        return frame
+
+    def of(self, message: Message) -> bytes:
+        body, size = message.body, self.max_body_frame
+        header = (
+            struct.pack(">HHQ", _BASIC, 0, len(body))  # class, weight (always 0), body size
+            + self._properties
+            + _shortstr(message.message_id)
+        )
+        return b"".join(
+            [
+                self._publish_frame(message.routing_key),
+                self._frame(_HEADER, header),
+                *(self._frame(_BODY, body[at : at + size]) for at in range(0, len(body), size)),
+            ]
+        )
 
 
 async def publish_all(
@@ -87,10 +119,8 @@ async def publish_all(
         return []
     # Marshalled before any delivery tag is taken: a message that cannot be encoded fails
     # the call with nothing sent, and the channel's tags stay in step with the broker's.
-    publish_frames: dict[str, bytes] = {}
-    payload = b"".join(
-        _frames(channel, exchange, message, content_type, publish_frames) for message in messages
-    )
+    frames = Frames(channel.number, exchange, content_type, channel.max_content_size)
+    payload = b"".join([frames.of(message) for message in messages])
     loop = asyncio.get_running_loop()
     confirmations: list[asyncio.Future[object]] = []
     async with channel.lock:  # nothing below awaits: the tags and the write go together
