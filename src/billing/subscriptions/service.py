@@ -122,22 +122,26 @@ async def list_subscriptions(
     return list(rows)
 
 
+# Built once (entitlements are asked on every play): see _LOCK_OR_CREATE.
+_ROLES_WITH_ACCESS = (
+    select(Subscription.role)
+    .where(
+        Subscription.user_id == bindparam("user_id"),
+        Subscription.status.in_(LIVE),
+        Subscription.current_period_end > bindparam("access_from"),
+    )
+    .order_by(Subscription.role)
+    .distinct()
+)
+
+
 async def roles_with_access(
     session: AsyncSession, user_id: uuid.UUID, now: datetime, grace_period: timedelta
 ) -> list[str]:
     """Roles the user may use now: a live subscription whose period, plus grace, has not
     ended (decided by time, so a late expiry job never extends access)."""
-    rows = await session.scalars(
-        select(Subscription.role)
-        .where(
-            Subscription.user_id == user_id,
-            Subscription.status.in_(LIVE),
-            Subscription.current_period_end > now - grace_period,
-        )
-        .order_by(Subscription.role)
-        .distinct()
-    )
-    return list(rows)
+    parameters = {"user_id": user_id, "access_from": now - grace_period}
+    return list(await session.scalars(_ROLES_WITH_ACCESS, parameters))
 
 
 async def set_auto_renew(
