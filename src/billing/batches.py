@@ -130,9 +130,10 @@ async def _claim_batches(
     for _ in range(max_batches):
         pending = query.where(not_failed).params(failed_ids=failed_ids) if failed_ids else query
         async with transaction(sessions) as session:
-            batch = await claim(
-                session, pending.limit(batch_size).with_for_update(skip_locked=True)
-            )
+            claimed = pending.limit(batch_size).with_for_update(skip_locked=True)
+            batch = await claim(session, claimed)
+            if not batch:
+                break  # nothing left: no empty statements for the handler to send
             try:
                 # The whole batch in one savepoint: the common case costs no more round trips
                 # than without bad-row handling.

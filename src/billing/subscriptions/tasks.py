@@ -29,7 +29,7 @@ from billing.subscriptions.periods import access_until
 from billing.subscriptions.renewal_rules import next_charge_at
 
 # Rows per claim (and per UPDATE and INSERT); bench/README.md "Set-based batches".
-BATCH_SIZE = 1000
+BATCH_SIZE = 2000
 
 # What the events of a claimed subscription are built from (the id first: the claim's key).
 CLAIMED = (
