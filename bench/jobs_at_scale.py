@@ -309,6 +309,7 @@ class Outcome:
     rows: int  # what the runs reported doing, summed
     runs: int  # runs that did something (a last, empty run is timed but not counted)
     seconds: float
+    cpu_seconds: float  # this process's CPU (user + system) over the runs: the job's Python
     run_seconds: list[float]
     run_rows: list[int]
     rss_before_kb: int
@@ -372,6 +373,7 @@ async def measure(job: str, url: str, now: datetime, trace: bool) -> Outcome:
             rss_after_runs: list[int] = []
             blocks_after_runs: list[int] = []
             started = time.perf_counter()
+            cpu_started = time.process_time()
             while True:
                 run_started = time.perf_counter()
                 report = await run()
@@ -384,12 +386,14 @@ async def measure(job: str, url: str, now: datetime, trace: bool) -> Outcome:
                 run_rows.append(report[counted])
                 worked += 1
             seconds = time.perf_counter() - started
+            cpu_seconds = time.process_time() - cpu_started
             traced = tracemalloc.get_traced_memory()[1] // 1024 if trace else None
         await engine.dispose()
     return Outcome(
         rows=rows,
         runs=worked,
         seconds=seconds,
+        cpu_seconds=cpu_seconds,
         run_seconds=run_seconds,
         run_rows=run_rows,
         rss_before_kb=rss_before,
@@ -443,6 +447,8 @@ class Result:
             "baseline_seconds_all": [round(value, 3) for value in self.baseline_seconds],
             "job_over_baseline": None if baseline is None else seconds / baseline,
             "rows_per_s": median([o.rows / o.seconds for o in outcomes]),
+            "cpu_seconds": median([o.cpu_seconds for o in outcomes]),
+            "cpu_us_per_row": median([o.cpu_seconds / o.rows * 1e6 for o in outcomes]),
             "first_run_s": median([o.run_seconds[0] for o in outcomes]),
             "last_run_s": median([o.run_seconds[max(o.runs - 1, 0)] for o in outcomes]),
             "rss_before_mib": median([o.rss_before_kb / 1024 for o in outcomes]),
@@ -524,14 +530,14 @@ def markdown(results: list[Result]) -> str:
             "",
             "Against one hand-written set-based SQL (medians; target: ratio ≤ 3)",
             "",
-            "| job | N | job s | baseline s | ratio | rows/s | peak RSS MiB |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| job | N | job s | baseline s | ratio | rows/s | job's CPU µs/row | peak RSS MiB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for s in against:
             lines.append(
                 f"| {s['job']} | {s['n']:,} | {s['seconds']:.2f} | {s['baseline_seconds']:.2f} "
                 f"| {s['job_over_baseline']:.2f} | {s['rows_per_s']:,.0f} "
-                f"| {s['rss_peak_mib']:.1f} |"
+                f"| {s['cpu_us_per_row']:.0f} | {s['rss_peak_mib']:.1f} |"
             )
     lines += [
         "",
