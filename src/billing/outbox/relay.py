@@ -57,6 +57,7 @@ raises anything else fails only that event, temporarily, logged with the event's
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -318,12 +319,19 @@ async def _deliver(
 
 # A batch's outcomes in one statement: each leased event's new values, applied only while the
 # lease is still ours (attempts unchanged). The rows are locked in id order first: one lock
-# order for every worker whose leases overlap (one whose lease ran out).
+# order for every worker whose leases overlap (one whose lease ran out). The values come as
+# one JSON array (psycopg's array dumpers cost ≈ 1 µs per element in Python: 7 arrays of a
+# batch's size; json.dumps encodes them all in C).
 _RECORD = text(
     """
-    WITH locked AS MATERIALIZED (
+    WITH outcome AS MATERIALIZED (
+        SELECT * FROM json_to_recordset(CAST(:outcomes AS json)) AS o(
+            id uuid, leased integer, status text, attempts integer,
+            next_attempt_at timestamptz, delivered_at timestamptz, last_error text
+        )
+    ), locked AS MATERIALIZED (
         SELECT id FROM outbox_events
-        WHERE id = ANY(CAST(:ids AS uuid[])) AND status = 'pending'
+        WHERE id IN (SELECT id FROM outcome) AND status = 'pending'
         ORDER BY id
         FOR UPDATE
     )
@@ -333,12 +341,7 @@ _RECORD = text(
         next_attempt_at = o.next_attempt_at,
         delivered_at = o.delivered_at,
         last_error = COALESCE(o.last_error, e.last_error)
-    FROM unnest(
-        CAST(:ids AS uuid[]), CAST(:leased AS integer[]), CAST(:statuses AS text[]),
-        CAST(:attempts AS integer[]), CAST(:next_attempts AS timestamptz[]),
-        CAST(:delivered AS timestamptz[]), CAST(:errors AS text[])
-    ) AS o(id, leased, status, attempts, next_attempt_at, delivered_at, last_error)
-    JOIN locked USING (id)
+    FROM outcome AS o JOIN locked USING (id)
     WHERE e.id = o.id AND e.attempts = o.leased
     RETURNING e.id
     """
@@ -425,20 +428,22 @@ async def _record(
         _outcome(lease, outcomes, now=now, max_attempts=max_attempts, retry_ceiling=retry_ceiling)
         for lease in leases
     ]
-    values = {
-        "ids": [outcome.lease.event.id for outcome in planned],
-        "leased": [outcome.lease.attempt for outcome in planned],
-        "statuses": [str(outcome.status) for outcome in planned],
-        "attempts": [outcome.attempts for outcome in planned],
-        "next_attempts": [outcome.next_attempt_at for outcome in planned],
-        "delivered": [outcome.delivered_at for outcome in planned],
-        "errors": [
-            outcome.failure.message[:_ERROR_LIMIT] if outcome.failure else None
+    values = json.dumps(
+        [
+            {
+                "id": str(outcome.lease.event.id),
+                "leased": outcome.lease.attempt,
+                "status": str(outcome.status),
+                "attempts": outcome.attempts,
+                "next_attempt_at": outcome.next_attempt_at.isoformat(),
+                "delivered_at": outcome.delivered_at and outcome.delivered_at.isoformat(),
+                "last_error": outcome.failure.message[:_ERROR_LIMIT] if outcome.failure else None,
+            }
             for outcome in planned
-        ],
-    }
+        ]
+    )
     async with transaction(sessions) as session:
-        recorded = set((await session.scalars(_RECORD, values)).all())
+        recorded = set((await session.scalars(_RECORD, {"outcomes": values})).all())
     for outcome in planned:
         if outcome.lease.event.id not in recorded:
             continue  # the lease ran out and another worker took the event
