@@ -17,7 +17,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, Select, and_, case, cast, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Select,
+    and_,
+    bindparam,
+    case,
+    cast,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -185,24 +196,22 @@ async def expire_due(sessions: Sessions, *, now: datetime) -> list[SandboxPaymen
         return await _expire(session, now=now)
 
 
-async def _expire(
-    session: AsyncSession, *, now: datetime, payment_id: str | None = None
-) -> list[SandboxPayment]:
-    """Cancel what ЮKassa would have canceled by ``now`` (all payments, or the one named):
+def _expiry(*, one: bool) -> Any:
+    """Cancel what ЮKassa would have canceled by ``:now`` (all payments, or ``:payment_id``):
     unconfirmed past ``CONFIRMATION_LIFETIME``, uncaptured past ``CAPTURE_LIFETIME``.
     ЮKassa does it on its own; the sandbox when a payment is next looked at."""
     authorized = SandboxPayment.merchant_metadata[STATE_KEY]["authorized_at"].astext
     pending = [SandboxPayment.status == SandboxPaymentStatus.PENDING]
-    if payment_id is not None:
-        pending.append(SandboxPayment.id == payment_id)
+    if one:
+        pending.append(SandboxPayment.id == bindparam("payment_id"))
     unconfirmed = and_(
-        authorized.is_(None), SandboxPayment.created_at <= now - CONFIRMATION_LIFETIME
+        authorized.is_(None), SandboxPayment.created_at <= bindparam("confirmation_deadline")
     )
     uncaptured = and_(
         authorized.is_not(None),
-        cast(authorized, DateTime(timezone=True)) <= now - CAPTURE_LIFETIME,
+        cast(authorized, DateTime(timezone=True)) <= bindparam("capture_deadline"),
     )
-    rows = await session.scalars(
+    return (
         update(SandboxPayment)
         .where(*pending, or_(unconfirmed, uncaptured))
         .values(
@@ -214,7 +223,23 @@ async def _expire(
         .returning(SandboxPayment)
         .execution_options(synchronize_session=False)
     )
-    return list(rows)
+
+
+# Built once: the one-payment form runs on every GET of a payment (every confirm and
+# webhook of billing), and building it cost more CPU than running it.
+_EXPIRE_ALL, _EXPIRE_ONE = _expiry(one=False), _expiry(one=True)
+
+
+async def _expire(
+    session: AsyncSession, *, now: datetime, payment_id: str | None = None
+) -> list[SandboxPayment]:
+    parameters: dict[str, Any] = {
+        "confirmation_deadline": now - CONFIRMATION_LIFETIME,
+        "capture_deadline": now - CAPTURE_LIFETIME,
+    }
+    if payment_id is None:
+        return list(await session.scalars(_EXPIRE_ALL, parameters))
+    return list(await session.scalars(_EXPIRE_ONE, parameters | {"payment_id": payment_id}))
 
 
 async def _locked(session: AsyncSession, payment_id: str) -> SandboxPayment | None:
