@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
+import uvloop
 from pydantic import ValidationError
 
 from billing.config import Settings, describe_error
@@ -214,7 +215,10 @@ def worker() -> None:
 
     with database(settings) as ready:
         try:
-            asyncio.run(work(ready))
+            # The loop `billing serve` runs too (uvicorn picks uvloop): psycopg's waits for
+            # the database cost a third of asyncio's there, and the relay and the jobs are
+            # a worker's CPU.
+            uvloop.run(work(ready))
         except WorkerStopped as stopped:
             # Outages are ridden out; this is what a restart cannot cure (a schema behind).
             typer.echo(f"worker stopped: {stopped}", err=True)
@@ -238,7 +242,7 @@ def jobs_run(
             return await run_job(name, runtime)
 
     with database(settings) as ready:
-        counts = asyncio.run(run(ready))
+        counts = uvloop.run(run(ready))  # as the worker runs its jobs
     typer.echo(f"{name}: " + " ".join(f"{key}={value}" for key, value in counts.items()))
 
 
