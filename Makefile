@@ -29,22 +29,24 @@ lint: $(INSTALLED)
 	$(BIN)/lint-imports
 
 ## Speed and memory benchmarks on the machine's PostgreSQL (method and last results: bench/README.md)
-## make bench: HTTP load vs pgbench, claim cost at 10k/100k/1M, quotes → bench/results.md (≈ 15 min)
+## make bench: quotes, the subscription jobs at 10k/100k against one set-based SQL, the outbox
+##   relay to RabbitMQ and HTTP, then HTTP load vs pgbench → bench/results.md (≈ 15 min)
 ## make bench-quick: the HTTP scenarios in short runs, a smoke check for CI (≈ 3 min)
-## make bench-scale: the scheduler jobs end to end at 10k/100k/1M (hours since the savepoint per row)
-BENCH_SIZES ?= 10000,100000,1000000
-BENCH_REPEATS ?= 3
+## make bench-scale: the subscription jobs at 1M against the set-based SQL (≈ 15 min)
 .PHONY: bench bench-quick bench-scale
 bench: $(INSTALLED)
 	$(BIN)/python bench/quote_latency.py --json bench/results/quote_latency.json
-	$(BIN)/python bench/claim_cost.py --json bench/results/claim_cost.json
+	$(BIN)/python bench/jobs_at_scale.py --sizes 10000,100000 --repeats 1 \
+		--jobs expire-subscriptions,remind-expiring --json bench/results/jobs_at_scale.json
+	$(BIN)/python bench/outbox_throughput.py --relays 1,2 --json bench/results/outbox_throughput.json
 	$(BIN)/python bench/http_load.py --markdown bench/results.md --json bench/results/http_load.json
 
 bench-quick: $(INSTALLED)
 	$(BIN)/python bench/http_load.py --quick --markdown bench/results/http_quick.md --json bench/results/http_quick.json
 
 bench-scale: $(INSTALLED)
-	$(BIN)/python bench/jobs_at_scale.py --sizes $(BENCH_SIZES) --repeats $(BENCH_REPEATS) --json bench/results/jobs_at_scale.json
+	$(BIN)/python bench/jobs_at_scale.py --sizes 1000000 --repeats 1 \
+		--jobs expire-subscriptions,remind-expiring --json bench/results/jobs_set_based_1m.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

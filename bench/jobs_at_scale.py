@@ -26,7 +26,6 @@ written). Run ``python bench/jobs_at_scale.py --help`` for the flags.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import resource
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import uvloop
 from _common import bench_database, exit_on_sigterm, machine, median, server_url_from_env
 
 from billing.db import libpq_url
@@ -405,7 +405,7 @@ async def measure(job: str, url: str, now: datetime, trace: bool) -> Outcome:
 
 
 def child(args: argparse.Namespace) -> None:
-    outcome = asyncio.run(
+    outcome = uvloop.run(  # the loop `billing worker` runs its jobs on
         measure(args.job, args.url, datetime.fromisoformat(args.now), args.tracemalloc)
     )
     print(json.dumps(outcome.__dict__))

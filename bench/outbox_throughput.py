@@ -228,7 +228,7 @@ async def relay_until_done(
 
 
 def relay_process(results: Any, loop: str, *args: Any) -> None:
-    if loop == "uvloop":  # as under ``billing serve`` (uvicorn's loop="auto")
+    if loop == "uvloop":  # as ``billing worker`` and ``billing serve`` run it
         import uvloop
 
         results.put(uvloop.run(relay_until_done(*args)))
@@ -482,8 +482,9 @@ def main() -> None:
     parser.add_argument(
         "--loop",
         choices=("asyncio", "uvloop"),
-        default="asyncio",
-        help="the relays' event loop: asyncio's (``billing worker``) or uvloop (``billing serve``)",
+        default="uvloop",
+        help="the relays' event loop: uvloop (``billing worker`` and ``billing serve``) or"
+        " asyncio's",
     )
     parser.add_argument("--batch-size", type=int, help="the relay's lease (default: its own)")
     parser.add_argument("--server-url", default=server_url_from_env())
