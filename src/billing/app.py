@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
@@ -41,17 +42,31 @@ ADMIN_PREFIX = "/api/v1/admin"
 OUTBOUND_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 
 
+def freeze_startup_objects() -> None:
+    """Move every object alive now (modules, routes, the ORM's mappings: ≈ 170 000) out of
+    the cyclic garbage collector's reach. A full collection walks every tracked object: with
+    them it paused the process for 60–100 ms, stalling every request in flight (the p99);
+    without them it takes a few ms. They live as long as the process anyway; what becomes
+    garbage later is collected as before."""
+    gc.collect()  # what start-up already dropped goes first, not into the frozen set
+    gc.freeze()
+
+
 def create_app(
     settings: Settings,
     clock: Clock | None = None,
     outbound_transport: httpx.AsyncBaseTransport | None = None,
     with_worker: bool = False,
+    serving_process: bool = False,
 ) -> FastAPI:
     """The whole service on one app; ``settings.database_url`` must name a running server.
 
     ``outbound_transport`` carries every outgoing HTTP call (provider, sandbox notifications,
     Auth, Notification); tests route it to the app itself and to fakes. ``with_worker`` runs
     the scheduler and job worker in this process (``billing serve`` without ``--no-worker``).
+    ``serving_process``: this process serves this one app until it exits (``billing serve``),
+    so what start-up made is kept out of the garbage collector's full passes
+    (``freeze_startup_objects``); a process that makes many apps (the tests) must not.
     """
     if settings.database_url is None:
         raise ValueError("create_app needs a database URL (the CLI starts the embedded one)")
@@ -68,6 +83,8 @@ def create_app(
             app.state.outbound = outbound
             app.state.providers = providers_from_settings(settings, outbound)
             worker = _start_worker(app) if with_worker else None
+            if serving_process:
+                freeze_startup_objects()
             try:
                 yield
             finally:

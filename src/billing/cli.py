@@ -103,7 +103,7 @@ def api_from_environment() -> FastAPI:
     URL resolved there); never the scheduler, which runs in ``billing worker``."""
     from billing.app import create_app
 
-    return create_app(load_settings(), with_worker=False)
+    return create_app(load_settings(), with_worker=False, serving_process=True)
 
 
 @app.command()
@@ -153,7 +153,9 @@ def serve(
         # SIGTERM into SystemExit lets the embedded database be stopped on the way out.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
         if workers == 1:
-            application: FastAPI | str = create_app(ready, with_worker=not no_worker)
+            application: FastAPI | str = create_app(
+                ready, with_worker=not no_worker, serving_process=True
+            )
         else:
             # uvicorn starts each process afresh from an import string; they read their
             # settings from the environment, with the database (embedded one included) and
@@ -204,6 +206,7 @@ async def job_runtime(settings: Settings) -> AsyncIterator[Runtime]:
 @app.command()
 def worker() -> None:
     """Run the scheduler and job worker alone (run as many as needed, on any machines)."""
+    from billing.app import freeze_startup_objects
     from billing.worker import WorkerStopped, run_worker
 
     _setup_logging()
@@ -211,6 +214,7 @@ def worker() -> None:
 
     async def work(ready: Settings) -> None:
         async with job_runtime(ready) as runtime:
+            freeze_startup_objects()  # a long-lived process, as `billing serve`'s
             await run_worker(runtime, install_signal_handlers=True)
 
     with database(settings) as ready:
