@@ -682,7 +682,9 @@ def bench(
             checks["confirm/webhook answers 200"] = sum(
                 figure.requests - figure.errors - (1 if figure.exhausted else 0)
                 for figure in figures
-                if figure.scenario.startswith(("POST /payments", "POST /webhooks"))
+                if figure.scenario.removeprefix(SINGLE).startswith(
+                    ("POST /payments", "POST /webhooks")
+                )
             )
             checks["succeeded payments without a subscription"] = scalar(
                 url,
@@ -708,7 +710,8 @@ def failures(outcome: dict[str, Any]) -> list[str]:
                 f"{figure['scenario']}: {figure['s5xx']} 5xx,"
                 f" {figure['socket_errors']} socket errors"
             )
-        one_shot = figure["scenario"].startswith(("POST /payments", "POST /webhooks", "burst"))
+        scenario = figure["scenario"].removeprefix(SINGLE)
+        one_shot = scenario.startswith(("POST /payments", "POST /webhooks", "burst"))
         if one_shot and figure["errors"] - (1 if figure["exhausted"] else 0) > 0:
             found.append(f"{figure['scenario']}: {figure['errors']} answers 4xx/5xx")
     checks = outcome["checks"]
@@ -848,13 +851,14 @@ def scale_out_lines(outcome: dict[str, Any]) -> list[str]:
 
 def markdown(outcome: dict[str, Any], about: dict[str, str], command: str, quick: bool) -> str:
     pgbench = outcome["pgbench"]
+    finished = outcome.get("finished_at") or f"{datetime.now(UTC):%Y-%m-%d %H:%M}"
     confirm = next(
         (f for f in outcome["figures"] if f["scenario"] == "POST /payments/{id}/confirm"), None
     )
     lines = [
         "# HTTP load against the database's own limit" + (" (quick run)" if quick else ""),
         "",
-        f"Produced by `{command}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC in"
+        f"Produced by `{command}` on {finished} UTC in"
         f" {outcome['total_seconds']:.0f} s (method: `bench/http_load.py`'s docstring;"
         " the scheduler's figures: `bench/README.md`).",
         "",
@@ -963,6 +967,7 @@ def main() -> None:
     outcome["machine"] = about
     command = "python bench/http_load.py " + " ".join(sys.argv[1:])
     outcome["command"], outcome["quick"] = command, args.quick
+    outcome["finished_at"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M}"
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(outcome, indent=2) + "\n")
