@@ -81,6 +81,7 @@ class Profile:
 FULL = Profile(clients=16, seconds=30, pgbench_scale=16, api_workers=2, load_threads=2)
 QUICK = Profile(clients=16, seconds=6, pgbench_scale=16, api_workers=2, load_threads=2)
 BURST = 64
+TARIFFS_LINE = "GET\t/api/v1/tariffs\t-\t-"  # the catalogue, no token (http_load.lua's format)
 # The scale-out runs' scenario names: the same scenario on one API process.
 SINGLE = "1 API process: "
 
@@ -565,20 +566,10 @@ def bench(
                     {"tariff_id": tariff, "months": 12},
                 )
             ]
-            run(
-                "warm-up GET /tariffs",
-                ["requests", str(write_lines(directory, "t", ["GET\t/api/v1/tariffs\t-\t-"])), "1"],
-                seconds=2,
-            )
+            tariffs = ["requests", str(write_lines(directory, "tariffs", [TARIFFS_LINE])), "1"]
+            run("warm-up GET /tariffs", tariffs, seconds=2)
             figures.pop()
-            run(
-                "GET /api/v1/tariffs",
-                [
-                    "requests",
-                    str(write_lines(directory, "tariffs", ["GET\t/api/v1/tariffs\t-\t-"])),
-                    "1",
-                ],
-            )
+            run("GET /api/v1/tariffs", tariffs)
             run(
                 "POST /api/v1/quotes",
                 ["requests", str(write_lines(directory, "quotes", quotes)), "1"],
@@ -659,14 +650,7 @@ def bench(
                     SINGLE + "POST /payments/{id}/confirm",
                     ["requests", str(confirmations(single)), "0"],
                 )
-                run(
-                    SINGLE + "GET /api/v1/tariffs",
-                    [
-                        "requests",
-                        str(write_lines(directory, "tariffs", ["GET\t/api/v1/tariffs\t-\t-"])),
-                        "1",
-                    ],
-                )
+                run(SINGLE + "GET /api/v1/tariffs", tariffs)
 
             confirmed_ids = [str(payment) for _, payment, _, _ in confirm + paced + hooks + single]
             checks["payments settled twice"] = scalar(
