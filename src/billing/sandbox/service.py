@@ -197,9 +197,11 @@ async def expire_due(sessions: Sessions, *, now: datetime) -> list[SandboxPaymen
 
 
 def _expiry(*, one: bool) -> Any:
-    """Cancel what ЮKassa would have canceled by ``:now`` (all payments, or ``:payment_id``):
-    unconfirmed past ``CONFIRMATION_LIFETIME``, uncaptured past ``CAPTURE_LIFETIME``.
-    ЮKassa does it on its own; the sandbox when a payment is next looked at."""
+    """The statement that cancels what ЮKassa would have canceled (all payments, or
+    ``:payment_id``): unconfirmed since before ``:confirmation_deadline`` (now −
+    ``CONFIRMATION_LIFETIME``), uncaptured since before ``:capture_deadline`` (now −
+    ``CAPTURE_LIFETIME``). ЮKassa does it on its own; the sandbox when a payment is next
+    looked at (``_expire`` binds the deadlines)."""
     authorized = SandboxPayment.merchant_metadata[STATE_KEY]["authorized_at"].astext
     pending = [SandboxPayment.status == SandboxPaymentStatus.PENDING]
     if one:
